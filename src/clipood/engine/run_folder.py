@@ -18,13 +18,12 @@ with ``os.replace``, so a crash never leaves a half-written file under the final
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from clipood.fileio import write_atomic
 
 WEIGHT_NAMES = ("final", "averaged")
 
@@ -63,20 +62,6 @@ class RunFolder:
         if name not in WEIGHT_NAMES:
             raise ValueError(f"unknown weights {name!r}; expected one of {', '.join(WEIGHT_NAMES)}")
         return self.root / "weights" / f"{name}.safetensors"
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(temporary_path)`` and move the result to ``path`` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:

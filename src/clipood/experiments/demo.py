@@ -39,10 +39,10 @@ class DemoSettings:
     is used for both the benchmark images and the model input."""
 
     output: Path = Path("runs/demo")
-    steps: int = 30
-    batch_size: int = 8
+    steps: int = 60
+    batch_size: int = 16
     image_size: int = 128
-    per_class: int = 30
+    per_class: int = 50
     seed: int = 0
     device: str = "cpu"
     cache_dir: Path | None = None

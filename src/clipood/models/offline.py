@@ -35,6 +35,7 @@ from timm.models import save_for_hf
 from torch import nn
 from torchvision import transforms
 
+from clipood.fileio import write_atomic
 from clipood.models.base import ImageTextModel, ModelSpec
 from clipood.models.offline_build import RECIPES, BuildRecipe, fit_recipe
 
@@ -271,18 +272,6 @@ def build_folder(cache_dir: Path | str | None = None, quick: bool = False) -> Pa
 def is_built(folder: Path) -> bool:
     """Return whether ``folder`` holds a complete build (config.json is written last)."""
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
-
-
-def write_atomic(path: Path, write) -> None:
-    """Call ``write(temporary_path)`` and move the result onto ``path`` in one step."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def fit_with_packaged_towers(recipe: BuildRecipe) -> tuple[torch.Tensor, dict[str, float]]:
