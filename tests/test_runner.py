@@ -257,17 +257,16 @@ def test_unset_data_root_variable(tmp_path, monkeypatch):
                                  "protocol": "open_class", "datasets": ["DTD"]})  # fmt: skip
 
 
-# Runs the real ``clipood`` entry point when it exists, else the subcommand module alone.
-CLI_SCRIPT = """
-import argparse, importlib.util, sys
-if importlib.util.find_spec("clipood.cli.main"):
-    from clipood.cli.main import main
-    sys.exit(main(sys.argv[1:]))
-from clipood.cli import experiment
-parser = argparse.ArgumentParser(prog="clipood")
-experiment.add_parser(parser.add_subparsers(dest="command"))
-sys.exit(experiment.run(parser.parse_args(sys.argv[1:])))
-"""
+# Runs the real ``clipood`` entry point in a fresh interpreter.
+CLI_SCRIPT = "import sys; from clipood.cli.main import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_model_options_parsed(tmp_path):
+    config = runner.parse_experiment(
+        {"model": "offline", "output": str(tmp_path), "model_options": {"image_size": 128},
+         "protocol": "open_class", "datasets": ["DTD"]}
+    )  # fmt: skip
+    assert config.model_options == {"image_size": 128}
 
 
 def test_cli_dry_run_and_table(tmp_path):

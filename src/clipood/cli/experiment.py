@@ -63,6 +63,11 @@ def _add_run_parser(commands) -> None:
         help="training setting for every run, e.g. --set lr=5e-6 --set steps=500 (repeatable)",
     )  # fmt: skip
     run.add_argument(
+        "--model-option", action="append", default=[], metavar="KEY=VALUE",
+        help="model loading option, e.g. --model-option image_size=128 for the offline model "
+        "(repeatable)",
+    )  # fmt: skip
+    run.add_argument(
         "--no-zeroshot-eval",
         action="store_true",
         help="skip measuring the pretrained weights inside each training run",
@@ -115,6 +120,9 @@ def build_config(args: argparse.Namespace) -> runner.ExperimentConfig:
     data.update({k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v})
     if args.set:
         data["overrides"] = {**(data.get("overrides") or {}), **parse_settings(args.set)}
+    if args.model_option:
+        options = parse_settings(args.model_option)
+        data["model_options"] = {**(data.get("model_options") or {}), **options}
     if args.no_zeroshot_eval:
         data["eval_zeroshot"] = False
     if args.skip_missing:

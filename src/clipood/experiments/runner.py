@@ -95,6 +95,7 @@ class ExperimentConfig:
     overrides: Mapping[str, object] = field(default_factory=dict)
     eval_zeroshot: bool = True
     skip_missing: bool = False
+    model_options: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def parse_experiment(data: Mapping[str, object], source: str = "experiment") -> 
     """Validate an experiment mapping (see the module docstring for the keys)."""
     known = {"model", "output", "data_root", "device", "seeds", "methods", "overrides",
              "eval_zeroshot", "skip_missing", "experiments", "protocol", "datasets",
-             "targets", "shots", "description"}  # fmt: skip
+             "targets", "shots", "description", "model_options"}  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{source}: unknown keys {unknown}; expected some of {sorted(known)}")
@@ -169,6 +170,7 @@ def parse_experiment(data: Mapping[str, object], source: str = "experiment") -> 
         overrides=dict(data.get("overrides") or {}),
         eval_zeroshot=bool(data.get("eval_zeroshot", True)),
         skip_missing=bool(data.get("skip_missing", False)),
+        model_options=dict(data.get("model_options") or {}),
     )
 
 
@@ -343,7 +345,7 @@ def run_experiment(
             continue
         if pretrained is None:
             pretrained = model_factory() if model_factory else load_model(
-                config.model, device=config.device)  # fmt: skip
+                config.model, device=config.device, **config.model_options)  # fmt: skip
         try:
             execute_run(run, config, fresh_copy(pretrained))
         except Exception as err:  # one failed run must not stop the grid
