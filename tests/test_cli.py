@@ -166,16 +166,7 @@ def test_verbose_shows_traceback(tmp_path):
     assert "Traceback" in completed.stderr
 
 
-def offline_backend_available() -> bool:
-    try:
-        from clipood.models import offline
-    except ImportError:
-        return False
-    return hasattr(offline, "load")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not offline_backend_available(), reason="offline backend has no load()")
 def test_train_and_eval_end_to_end(tiny_domainbed, tmp_path):
     env = {"CLIPOOD_CACHE": str(tmp_path / "cache")}
     built = clipood("model", "build", "--quick", env=env)

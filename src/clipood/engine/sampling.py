@@ -15,14 +15,13 @@ generator state) before applying the transform.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 
-from clipood.data.samples import ImageSample, load_rgb
+from clipood.data.samples import ImageDataset, load_rgb
 from clipood.engine.distributed import DistributedContext, shard
 
 
@@ -94,18 +93,9 @@ class BalancedBatchSampler(Sampler[list[tuple[int, int]]]):
         return self._permutations[key]
 
 
-class SeededImageDataset(Dataset):
+class SeededImageDataset(ImageDataset):
     """Read ``(index, sample_seed)`` requests as ``(image_tensor, label)``, seeding the
     random augmentations of each sample with its own seed."""
-
-    def __init__(
-        self, samples: Sequence[ImageSample], transform: Callable[[Image.Image], torch.Tensor]
-    ):
-        self.samples = list(samples)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
 
     def __getitem__(self, request: tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, seed = request
