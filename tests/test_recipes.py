@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from clipood.data.benchmarks import BENCHMARKS
@@ -95,3 +97,13 @@ def test_recipe_needs_data_root(monkeypatch):
 def test_unknown_recipe_lists_names():
     with pytest.raises(FileNotFoundError, match="domain_shift"):
         runner.recipe_path("nope")
+
+
+def test_offline_tables_config_resolves():
+    path = Path(__file__).resolve().parents[1] / "configs" / "offline_tables.yaml"
+    config = runner.load_experiment(path)
+    runs = runner.expand_grid(config)
+    # Domain shift: 3 targets; open class: 1; in the wild: 1 target. 3 methods x 5 seeds each.
+    assert len(runs) == (3 + 1 + 1) * 3 * 5
+    assert config.model_options == {"image_size": 128}
+    assert config.overrides == {"steps": 40}
