@@ -160,6 +160,8 @@ def test_missing_package_named(monkeypatch, tmp_path, module, distribution):
 
 
 @pytest.mark.slow
+# About 2 minutes on 2 idle cores; the limit leaves room for a loaded machine.
+@pytest.mark.timeout(1800)
 def test_default_build_aligns_held_out(tmp_path):
     folder = build_offline_model(tmp_path)
     config = json.loads((folder / "config.json").read_text())
