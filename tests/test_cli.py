@@ -188,3 +188,31 @@ def test_train_and_eval_end_to_end(tiny_domainbed, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     result = json.loads((tmp_path / "e.json").read_text())["results"]["sketch"]
     assert result["accuracy"] == pytest.approx(summary["by_weights"]["averaged"]["accuracy"])
+
+
+def test_train_rejects_corrupt_image_before_training(tiny_domainbed, tmp_path):
+    corrupt = tiny_domainbed / "sketch" / "dog" / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png")
+    run = tmp_path / "run"
+    completed = clipood(
+        "train", "--data", str(tiny_domainbed), "--target", "photo", "--model", "offline:quick", "--output", str(run),
+    )  # fmt: skip
+    assert_usage_error(completed, str(corrupt), "cannot be read")
+    assert not (run / "weights").exists()
+
+
+def test_train_rejects_infinite_lr(tiny_domainbed, tmp_path):
+    completed = clipood(
+        "train", "--data", str(tiny_domainbed), "--target", "photo", "--lr", "inf",
+        "--output", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert_usage_error(completed, "lr must be a finite number > 0", "inf")
+
+
+def test_run_config_reusable_as_config_file(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("command: train\nverbose: 0\nsteps: 7\n")
+    parser = build_parser()
+    argv = ["train", "--config", str(config)]
+    args = apply_config(parser, parser.parse_args(argv), argv)
+    assert args.steps == 7

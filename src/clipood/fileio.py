@@ -15,6 +15,18 @@ def _default_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def apply_default_permissions(path: Path) -> None:
+    """Give ``path`` and everything below it the usual modes of new files and folders.
+
+    Libraries that stage output through ``tempfile`` leave private modes (0600, 0700).
+    """
+    file_mode = _default_file_mode()
+    folder_mode = file_mode | ((file_mode & 0o444) >> 2)
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        os.chmod(item, folder_mode if item.is_dir() else file_mode)
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(temporary_path)`` and move the result to ``path`` in one rename.
 

@@ -84,7 +84,7 @@ class Classifier:
     def from_run(
         cls,
         run_dir: Path | str,
-        weights: str = "averaged",
+        weights: str = "auto",
         device: str = "cpu",
         batch_size: int = 32,
     ) -> Classifier:

@@ -64,12 +64,18 @@ def _single(action: argparse.Action) -> argparse.Action:
     return single
 
 
+# Keys a run folder's resolved config.yaml records that are not flags of the command.
+RECORD_ONLY_KEYS = {"command", "verbose"}
+
+
 def config_defaults(parser: argparse.ArgumentParser, path: Path) -> dict:
     """Read ``path`` and return validated defaults keyed by the flags' destinations."""
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "config"}
     defaults = {}
     for key, value in read_config_file(path).items():
         dest = str(key).replace("-", "_")
+        if dest in RECORD_ONLY_KEYS:
+            continue  # written into a run's config.yaml, so the file can be reused as is
         if dest not in actions:
             known = ", ".join(sorted(d.replace("_", "-") for d in actions if d != "help"))
             raise ValueError(f"unknown key {key!r} in {path}; this command's flags are: {known}")

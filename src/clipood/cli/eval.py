@@ -9,8 +9,9 @@ from pathlib import Path
 import yaml
 
 from clipood.cli.config import add_config_option
+from clipood.engine.checkpoint import resolve_weights
 from clipood.engine.precision import PRECISIONS
-from clipood.engine.run_folder import WEIGHT_NAMES, RunFolder, write_json_atomic
+from clipood.engine.run_folder import RunFolder, write_json_atomic
 
 NAME = "eval"
 
@@ -25,9 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--model", help="pretrained model to evaluate zero-shot, e.g. offline")
     parser.add_argument(
         "--weights",
-        default="averaged",
-        choices=WEIGHT_NAMES,
-        help="which weights of --run to load (default averaged)",
+        default="auto",
+        choices=("auto", "averaged", "final"),
+        help="which weights of --run to load; auto (the default) takes averaged when the run has them, else final",
     )
     parser.add_argument(
         "--data", type=Path, help="dataset folder DOMAIN/CLASS/IMAGE (default: the run's)"
@@ -99,6 +100,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{target}: accuracy {result.accuracy:.4f} ({result.correct}/{result.total})")
     if args.output is not None:
         source = str(args.run) if args.run else args.model
-        weights = args.weights if args.run else "zeroshot"
+        weights = resolve_weights(args.run, args.weights) if args.run else "zeroshot"
         write_json_atomic(args.output, {"source": source, "weights": weights, "results": results})
     return 0

@@ -24,9 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--run", type=Path, required=True, help="training run folder")
     parser.add_argument(
         "--weights",
-        choices=("averaged", "final"),
-        default="averaged",
-        help="image tower weights to export (default: averaged)",
+        default="auto",
+        choices=("auto", "averaged", "final"),
+        help="which weights of --run to load; auto (the default) takes averaged when the run has them, else final",
     )
     parser.add_argument("--output", type=Path, required=True, help="folder to write")
     add_config_option(parser)
@@ -35,8 +35,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from clipood.engine.checkpoint import load_run_model
+    from clipood.fileio import apply_default_permissions
 
+    if args.output.exists() and not args.output.is_dir():
+        raise FileExistsError(f"--output {args.output} is an existing file; pass a folder path")
     model = load_run_model(args.run, weights=args.weights, device="cpu")
     written = model.export(model.image_encoder.state_dict(), args.output)
+    apply_default_permissions(Path(written))
     print(f"exported {model.spec} with {args.weights} weights to {written}")
     return 0

@@ -35,7 +35,15 @@ COMMAND_MODULES = (
     "benchmark",
 )
 # Errors caused by user input; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, ImportError, ImageDecodeError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    ImportError,
+    ImageDecodeError,
+    FloatingPointError,
+)
 USAGE_ERROR = 2
 
 

@@ -46,9 +46,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--weights",
-        choices=("averaged", "final"),
-        default="averaged",
-        help="which weights of --run to use (default: averaged)",
+        default="auto",
+        choices=("auto", "averaged", "final"),
+        help="which weights of --run to load; auto (the default) takes averaged when the run has them, else final",
     )
     parser.add_argument(
         "--images", type=Path, required=True, help="image file, or folder searched recursively"

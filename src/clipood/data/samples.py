@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,28 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
         return self.transform(load_rgb(sample.path)), sample.label
+
+
+def check_images(samples: Sequence[ImageSample], max_listed: int = 5) -> None:
+    """Verify every image file before a run starts, so a corrupt file fails the run at
+    once rather than hours in.
+
+    Uses Pillow's ``verify()``, which reads each file and checks its structure (PNG
+    chunk checksums, for example) without decoding the pixels.
+
+    Raises:
+        ImageDecodeError: naming up to ``max_listed`` bad files and how many there are.
+    """
+    bad: list[str] = []
+    for sample in tqdm(samples, desc="check images", unit="image", leave=False, disable=None):
+        try:
+            with Image.open(sample.path) as image:
+                image.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            bad.append(f"{sample.path} ({err})")
+    if bad:
+        listed = "; ".join(bad[:max_listed])
+        raise ImageDecodeError(
+            f"{len(bad)} of {len(samples)} images cannot be read, for example: {listed}; "
+            "remove or replace them and run again"
+        )

@@ -58,22 +58,36 @@ def read_model_description(run_dir: Path) -> dict:
     return read_json(run.model)
 
 
-def load_run_weights(
-    model: ImageTextModel, run_dir: Path, weights: str = "averaged"
-) -> ImageTextModel:
+def resolve_weights(run_dir: Path, weights: str = "auto") -> str:
+    """Return which weights to load: ``auto`` picks the run's reported weights (the
+    averaged file when the method averages or interpolates, else ``final``)."""
+    run = RunFolder(Path(run_dir))
+    if weights != "auto":
+        return weights
+    if run.weights("averaged").is_file():
+        return "averaged"
+    return "final"
+
+
+def load_run_weights(model: ImageTextModel, run_dir: Path, weights: str = "auto") -> ImageTextModel:
     """Load ``weights/<weights>.safetensors`` of a run into ``model.image_encoder``."""
-    path = RunFolder(Path(run_dir)).weights(weights)
+    run = RunFolder(Path(run_dir))
+    weights = resolve_weights(run_dir, weights)
+    path = run.weights(weights)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found; the run has no {weights!r} weights (methods without weight "
-            f"averaging write only 'final')"
+        present = sorted(p.stem for p in path.parent.glob("*.safetensors"))
+        hint = (
+            f"this run has {', '.join(present)} weights: pass --weights {present[0]}"
+            if present
+            else "the run has no weights yet: train it first or check the folder"
         )
+        raise FileNotFoundError(f"{path} not found; {hint}")
     state = load_state(path)
     model.image_encoder.load_state_dict(state)
     return model
 
 
-def load_run_model(run_dir: Path, weights: str = "averaged", device: str = "cpu") -> ImageTextModel:
+def load_run_model(run_dir: Path, weights: str = "auto", device: str = "cpu") -> ImageTextModel:
     """Rebuild a run's pretrained model from ``model.json`` and load its trained weights."""
     from clipood.models.loading import load_model
 

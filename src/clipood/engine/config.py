@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from clipood.engine.precision import check_precision
@@ -71,8 +72,14 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "num_workers", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.margin < 0 or self.grad_clip_norm < 0 or self.weight_decay < 0:
-            raise ValueError("margin, grad_clip_norm and weight_decay must be >= 0")
+        for name in ("margin", "grad_clip_norm", "weight_decay"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        for name in ("lr", "beta"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
         if not self.templates or any("{}" not in t for t in self.templates):
             raise ValueError(f"every template needs a '{{}}' for the class name: {self.templates}")
         check_precision(self.precision, self.device)

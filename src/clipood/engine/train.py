@@ -263,6 +263,11 @@ class Trainer:
             features = self.forward_encoder(images)
         embeddings = F.normalize(features.float(), dim=-1)
         loss = self.criterion(embeddings, self.text, labels, self.model.logit_scale)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training diverged at step {self.step}: the loss is {float(loss)}; "
+                f"lower --lr (now {self.config.lr}) or use --precision fp32"
+            )
         self.scaler.scale(loss).backward()
         if self.config.grad_clip_norm > 0:
             self.scaler.unscale_(self.optimizer)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from clipood.data.domainbed import MultiDomainDataset, check_target
-from clipood.data.samples import ImageSample
+from clipood.data.samples import ImageSample, check_images
 from clipood.data.splits import split_in_out
 from clipood.engine.checkpoint import save_state_atomic
 from clipood.engine.distributed import context_from_env
@@ -93,6 +93,7 @@ def run_domain_shift(
     check_target(data, target)
     name = dataset_name or data.root.name
     groups, validation = source_splits(data, target, holdout_fraction, seed)
+    check_images([sample for samples in data.domains.values() for sample in samples])
     run = prepare_run(model, PROTOCOL, name, method, seed, run_dir, overrides, device, TEMPLATES)
     is_main = context_from_env().is_main
     if is_main:

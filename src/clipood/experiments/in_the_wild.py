@@ -17,7 +17,7 @@ from pathlib import Path
 
 from clipood.data.domainbed import MultiDomainDataset, check_target, load_domainbed
 from clipood.data.manifest import load_manifest
-from clipood.data.samples import ImageSample
+from clipood.data.samples import ImageSample, check_images
 from clipood.data.splits import base_new_split, filter_classes, split_in_out
 from clipood.data.templates import templates_for
 from clipood.engine.evaluate import evaluate
@@ -118,6 +118,7 @@ def run_in_the_wild(
     base, new = base_new_split(len(data.classnames))
     groups, held_out = _source_groups(data, target, base, holdout_fraction, seed)
     templates = templates_for(name)
+    check_images([sample for samples in data.domains.values() for sample in samples])
     run = prepare_run(model, PROTOCOL, name, method, seed, run_dir, overrides, device, templates)
     test = data.domains[target]
     log.info(

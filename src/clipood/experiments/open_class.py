@@ -19,7 +19,7 @@ from pathlib import Path
 
 from clipood.data.coop import BaseNewSplit, base_to_new, is_coop_dataset, load_coop, read_split_file
 from clipood.data.manifest import load_labelled_images
-from clipood.data.samples import ImageSample
+from clipood.data.samples import ImageSample, check_images
 from clipood.data.templates import templates_for
 from clipood.engine.evaluate import evaluate
 from clipood.experiments.protocol_run import (
@@ -173,6 +173,7 @@ def run_open_class(
     name, split, templates = load_open_class_data(
         source, data_root=data_root, shots=shots, seed=seed, skip_missing=skip_missing
     )
+    check_images([*split.train, *split.test_base, *split.test_new])
     run = prepare_run(model, PROTOCOL, name, method, seed, run_dir, overrides, device, templates)
     log.info(
         "%s: %d base and %d new classes, %d training images (%d shots), %d/%d test images",
