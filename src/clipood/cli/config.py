@@ -26,6 +26,17 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(**{PARSER_KEY: parser})
 
 
+def add_weights_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--weights``: which of a run's saved image-tower weights to load."""
+    parser.add_argument(
+        "--weights",
+        default="auto",
+        choices=("auto", "averaged", "final"),
+        help="which weights of --run to load; auto (the default) takes averaged when the run "
+        "has them, else final",
+    )
+
+
 def read_config_file(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"configuration file {path} not found")

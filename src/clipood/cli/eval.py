@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from clipood.cli.config import add_config_option
+from clipood.cli.config import add_config_option, add_weights_option
 from clipood.engine.checkpoint import resolve_weights
 from clipood.engine.precision import PRECISIONS
 from clipood.engine.run_folder import RunFolder, write_json_atomic
@@ -24,12 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=Path, help="training run folder to evaluate")
     source.add_argument("--model", help="pretrained model to evaluate zero-shot, e.g. offline")
-    parser.add_argument(
-        "--weights",
-        default="auto",
-        choices=("auto", "averaged", "final"),
-        help="which weights of --run to load; auto (the default) takes averaged when the run has them, else final",
-    )
+    add_weights_option(parser)
     parser.add_argument(
         "--data", type=Path, help="dataset folder DOMAIN/CLASS/IMAGE (default: the run's)"
     )

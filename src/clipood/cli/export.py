@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clipood.cli.config import add_config_option
+from clipood.cli.config import add_config_option, add_weights_option
 
 NAME = "export"
 
@@ -22,12 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--run", type=Path, required=True, help="training run folder")
-    parser.add_argument(
-        "--weights",
-        default="auto",
-        choices=("auto", "averaged", "final"),
-        help="which weights of --run to load; auto (the default) takes averaged when the run has them, else final",
-    )
+    add_weights_option(parser)
     parser.add_argument("--output", type=Path, required=True, help="folder to write")
     add_config_option(parser)
     return parser

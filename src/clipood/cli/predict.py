@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from clipood.cli.config import add_config_option
+from clipood.cli.config import add_config_option, add_weights_option
 from clipood.inference import (
     DEFAULT_TOPK,
     ENSEMBLE_TEMPLATES,
@@ -44,12 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--model",
         help="pretrained model: offline, open_clip:NAME[:PRETRAINED] or hf:ID_OR_FOLDER",
     )
-    parser.add_argument(
-        "--weights",
-        default="auto",
-        choices=("auto", "averaged", "final"),
-        help="which weights of --run to load; auto (the default) takes averaged when the run has them, else final",
-    )
+    add_weights_option(parser)
     parser.add_argument(
         "--images", type=Path, required=True, help="image file, or folder searched recursively"
     )
