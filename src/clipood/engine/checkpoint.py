@@ -59,8 +59,8 @@ def read_model_description(run_dir: Path) -> dict:
 
 
 def resolve_weights(run_dir: Path, weights: str = "auto") -> str:
-    """Return which weights to load: ``auto`` picks the run's reported weights (the
-    averaged file when the method averages or interpolates, else ``final``)."""
+    """Return which weights to load. ``auto`` takes ``averaged`` when the run folder has
+    that file (methods that average or interpolate write it), else ``final``."""
     run = RunFolder(Path(run_dir))
     if weights != "auto":
         return weights

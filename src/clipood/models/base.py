@@ -95,9 +95,8 @@ class ImageTextModel(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def train(self, mode: bool = True) -> ImageTextModel:
-        """Set train mode on the image tower with its normalisation layers kept in eval
-        mode (BatchNorm uses and keeps its running statistics); the text tower stays in
-        eval mode."""
+        """Set train mode on the image tower but keep its normalisation layers in eval mode,
+        so BatchNorm uses and keeps its running statistics. The text tower stays in eval."""
         super().train(mode)
         self.text_encoder.eval()
         if mode:

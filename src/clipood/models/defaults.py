@@ -1,10 +1,10 @@
 """Per-model, per-protocol default hyper-parameters.
 
 The margin scales with the spread of image-text cosines, which differs by model
-family: OpenAI CLIP puts matching pairs near 0.3 and class prompts at mutual
-cosines near 0.8, while the offline default model puts matching pairs near 0.04
-with nearly orthogonal class prompts, so a margin of 0.3 there is several times the
-whole score range.
+family. OpenAI CLIP puts matching pairs near 0.3 and class prompts at mutual
+cosines near 0.8. The offline default model puts matching pairs near 0.04 with nearly
+orthogonal class prompts, so a margin of 0.3 there is several times the whole score
+range.
 """
 
 from __future__ import annotations

@@ -270,7 +270,7 @@ def build_folder(cache_dir: Path | str | None = None, quick: bool = False) -> Pa
 
 
 def is_built(folder: Path) -> bool:
-    """Return whether ``folder`` holds a complete build (config.json is written last)."""
+    """Return whether ``folder`` contains a complete build (config.json is written last)."""
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
