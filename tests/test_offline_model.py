@@ -171,3 +171,12 @@ def test_default_build_aligns_held_out(tmp_path):
     # Chance is 1% top-1 and 5% top-5 among the 100 held-out classes.
     assert alignment["held_out_top5"] > 0.30
     assert alignment["held_out_top1"] > 0.10
+
+
+def test_text_tower_load_prints_no_weight_bar(capfd):
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    offline.create_text_tower()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()

@@ -173,6 +173,24 @@ def hub_offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = previous
 
 
+@contextlib.contextmanager
+def quiet_weight_loading() -> Iterator[None]:
+    """Hide the per-tensor progress bar ``transformers`` shows while loading weights.
+
+    The offline model loads the same local 90 MB text encoder on every run, so the bar
+    only adds lines to logs. The previous setting is restored afterwards.
+    """
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 class MiniLMTextTower(nn.Module):
     """Sentence encoder plus linear projection into the image feature space.
 
@@ -210,7 +228,7 @@ def create_text_tower(projection_weight: torch.Tensor | None = None) -> MiniLMTe
     from transformers import AutoModel, AutoTokenizer
 
     folder = package_folder(TEXT_PACKAGE) / "model"
-    with hub_offline():
+    with hub_offline(), quiet_weight_loading():
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         backbone = AutoModel.from_pretrained(folder, local_files_only=True)
     width = backbone.config.hidden_size

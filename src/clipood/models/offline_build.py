@@ -127,7 +127,9 @@ def fit_projection(
         optimizer = torch.optim.AdamW(
             projection.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
         )
-        for _ in tqdm(range(settings.steps), desc=description, unit="step", leave=False):
+        for _ in tqdm(
+            range(settings.steps), desc=description, unit="step", leave=False, disable=None
+        ):
             batch = torch.randint(len(sentences), (settings.batch_size,), generator=generator)
             mapped = F.normalize(projection(sentences[batch]), dim=-1)
             loss = F.cross_entropy(settings.scale * mapped @ targets.T, labels[batch])
@@ -237,7 +239,11 @@ def encode_sentences(
         chunks = [
             embed([texts[index] for index in order[start : start + batch_size]])
             for start in tqdm(
-                range(0, len(texts), batch_size), desc="encode prompts", unit="batch", leave=False
+                range(0, len(texts), batch_size),
+                desc="encode prompts",
+                unit="batch",
+                leave=False,
+                disable=None,
             )
         ]
     finally:

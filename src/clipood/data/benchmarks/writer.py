@@ -78,7 +78,7 @@ def _remove_stale_partials(root: Path, name: str) -> None:
 
 def _render_all(plan: BuildPlan, folder: Path, name: str) -> tuple[list, list]:
     written, skipped = [], []
-    for item in tqdm(plan.images, desc=f"building {name}", unit="image"):
+    for item in tqdm(plan.images, desc=f"building {name}", unit="image", disable=None):
         try:
             image = item.render()
         except ValueError as err:
