@@ -13,7 +13,7 @@ Classes are sorted by name, so a base/new split by class index mixes topics.
 from __future__ import annotations
 
 from clipood.data.benchmarks import render
-from clipood.data.benchmarks.openclipart import FOLDER_CLASSES, list_folder_classes
+from clipood.data.benchmarks.openclipart import WILD_CLASSES, list_folder_classes
 from clipood.data.benchmarks.plan_helpers import NameRegistry, seeded_sample, source_records
 from clipood.data.benchmarks.sources import SourcePaths
 from clipood.data.benchmarks.writer import BuildPlan, PlannedImage
@@ -32,13 +32,13 @@ def plan(
     sources: SourcePaths,
     *,
     image_size: int = 160,
-    per_class: int = 90,
+    per_class: int = 120,
     seed: int = 0,
     classes: dict[str, tuple[str, ...]] | None = None,
 ) -> BuildPlan:
     """Plan the benchmark; ``per_class`` caps the clip art per class before dealing."""
     png_root = sources.require("openclipart")
-    listed = list_folder_classes(png_root, classes or FOLDER_CLASSES)
+    listed = list_folder_classes(png_root, classes or WILD_CLASSES)
     names = NameRegistry()
     domains = list(DOMAINS)
     images = []
@@ -54,11 +54,11 @@ def plan(
             ))  # fmt: skip
     recipe = {
         "benchmark": NAME,
-        "builder_version": 1,
+        "builder_version": 2,
         "image_size": image_size,
         "per_class": per_class,
         "seed": seed,
-        "classes": {name: list(folders) for name, folders in (classes or FOLDER_CLASSES).items()},
+        "classes": {name: list(folders) for name, folders in (classes or WILD_CLASSES).items()},
         "source_versions": {p: sources.versions.get(p, "unknown") for p in PACKAGES},
     }
     return BuildPlan(images, DOMAINS, recipe, source_records(sources, PACKAGES))
