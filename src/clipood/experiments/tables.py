@@ -107,14 +107,24 @@ def _ordered(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+FINAL_SUFFIX = " (final weights)"
+
+
 def _values(records: list[dict]) -> dict[tuple, dict[int, dict[str, float]]]:
-    """Map (protocol, dataset, target, method) to {seed: metrics} for finished runs."""
+    """Map (protocol, dataset, target, method) to {seed: metrics} for finished runs.
+
+    A run that reports averaged weights and also records ``final_metrics`` (its last
+    training weights) adds a row named ``METHOD (final weights)`` after its method.
+    """
     table: dict[tuple, dict[int, dict[str, float]]] = defaultdict(dict)
     for record in records:
         if record.get("status") != "ok":
             continue
         key = (record["protocol"], record["dataset"], record["target"], record["method"])
         table[key][int(record["seed"])] = record["metrics"]
+        if record.get("final_metrics"):
+            final_key = (*key[:3], key[3] + FINAL_SUFFIX)
+            table[final_key][int(record["seed"])] = record["final_metrics"]
     return table
 
 
