@@ -136,3 +136,26 @@ def test_check_target(tmp_path):
     assert check_target(data, "sketch") == "sketch"
     with pytest.raises(ValueError, match="'Sketch'.*art_painting"):
         check_target(data, "Sketch")
+
+
+def test_reads_every_shared_image_extension(tmp_path):
+    from clipood.data.samples import IMAGE_EXTENSIONS
+
+    folder = tmp_path / "PACS" / "photo" / "dog"
+    folder.mkdir(parents=True)
+    formats = {".ppm": "PPM", ".pgm": "PPM", ".gif": "GIF", ".ico": "ICO"}
+    for suffix, fmt in formats.items():
+        mode = "L" if suffix == ".pgm" else "RGB"
+        Image.new(mode, (4, 4)).save(folder / f"x{suffix}", format=fmt)
+    data = load_domainbed(tmp_path / "PACS")
+    names = sorted(s.path.name for s in data.domains["photo"])
+    # Pillow opens .ico too, but it is not a training image extension.
+    assert names == ["x.gif", "x.pgm", "x.ppm"]
+    assert ".ico" not in IMAGE_EXTENSIONS
+
+
+def test_empty_class_message_lists_extensions(tmp_path):
+    folder = write_pacs(tmp_path, domains=["photo"])
+    (folder / "photo" / "zebra").mkdir()
+    with pytest.raises(ValueError, match=r"\.gif, \.jpeg, \.jpg, \.pgm, \.png, \.ppm"):
+        load_domainbed(folder)

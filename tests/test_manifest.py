@@ -135,3 +135,18 @@ def test_class_list_with_unused_class(tmp_path):
         load_manifest(csv_path, classnames=["cat", "dog"])
     with pytest.raises(ValueError, match="not in the given class list"):
         load_manifest(csv_path, classnames=["dog"])
+
+
+def test_image_folder_reads_gif_and_skips_hidden(tmp_path):
+    write_image(tmp_path / "cat" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "b.gif", format="GIF")
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / ".c.gif", format="GIF")
+    data = load_image_folder(tmp_path)
+    assert [s.path.name for s in data.samples] == ["a.png", "b.gif"]
+
+
+def test_empty_class_message_lists_extensions(tmp_path):
+    write_image(tmp_path / "cat" / "a.png")
+    (tmp_path / "dog").mkdir()
+    with pytest.raises(ValueError, match=r"\.bmp, \.gif, \.jpeg"):
+        load_image_folder(tmp_path)

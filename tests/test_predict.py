@@ -157,8 +157,27 @@ def test_find_images_skips_hidden_and_other_files(tmp_path):
     assert find_images(tmp_path) == paths
 
 
+def test_find_images_reads_what_training_reads(tmp_path):
+    from clipood.data.domainbed import load_domainbed
+    from clipood.data.manifest import load_image_folder
+
+    folder = tmp_path / "data" / "photo" / "dog"
+    folder.mkdir(parents=True)
+    formats = {".png": "PNG", ".ppm": "PPM", ".gif": "GIF", ".ico": "ICO", ".pcx": "PCX"}
+    for suffix, fmt in formats.items():
+        random_images(1)[0].save(folder / f"x{suffix}", format=fmt)
+    (folder / ".hidden.png").write_bytes(b"not an image")
+    predicted = [path.name for path in find_images(tmp_path / "data")]
+    trained = [s.path.name for s in load_domainbed(tmp_path / "data").domains["photo"]]
+    folder_classes = [s.path.name for s in load_image_folder(tmp_path / "data" / "photo").samples]
+    # Pillow also opens .ico and .pcx files, but training does not read them.
+    assert predicted == ["x.gif", "x.png", "x.ppm"]
+    assert trained == predicted
+    assert folder_classes == predicted
+
+
 def test_find_images_empty_folder(tmp_path):
-    with pytest.raises(ValueError, match="no image files found"):
+    with pytest.raises(ValueError, match=r"no image files found.*\.gif, \.jpeg"):
         find_images(tmp_path)
 
 

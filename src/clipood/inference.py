@@ -16,7 +16,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from clipood.data.samples import ImageDecodeError, load_rgb
+from clipood.data.samples import (
+    ImageDecodeError,
+    image_extensions_text,
+    is_image_file,
+    load_rgb,
+)
 from clipood.data.templates import DEFAULT_TEMPLATE
 from clipood.models.base import ImageTextModel, ModelSpec
 
@@ -239,29 +244,25 @@ def check_topk(topk: int, num_classes: int) -> None:
 
 
 def find_images(folder: Path | str) -> list[Path]:
-    """Return the image files under ``folder`` (recursively, sorted; hidden files
-    skipped), or ``[folder]`` when it is a single file."""
+    """Return the image files under ``folder`` (recursively, sorted), or ``[folder]`` when
+    it is a single file.
+
+    Files and folders whose names start with a dot are skipped. The extensions are those
+    that ``clipood train`` reads (``clipood.data.samples.IMAGE_EXTENSIONS``).
+    """
     folder = Path(folder)
     if folder.is_file():
         return [folder]
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} not found")
-    extensions = image_extensions()
     paths = sorted(
         path
         for path in folder.rglob("*")
-        if path.is_file()
-        and path.suffix.lower() in extensions
+        if is_image_file(path)
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )
     if not paths:
         raise ValueError(
-            f"no image files found in {folder} (searched recursively for "
-            f"{', '.join(sorted(extensions)[:8])}, ...)"
+            f"no image files found in {folder} (searched recursively for {image_extensions_text()})"
         )
     return paths
-
-
-def image_extensions() -> set[str]:
-    """File extensions that Pillow can open."""
-    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}

@@ -12,11 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipood.data.samples import ImageSample
+from clipood.data.samples import ImageSample, image_extensions_text, is_image_file
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 # Domain folder names of the standard DomainBed datasets, in DomainBed's order. DomainBed
 # (facebookresearch/DomainBed, domainbed/datasets.py) sorts the domain folder names it finds,
@@ -60,11 +58,7 @@ def _visible_dirs(folder: Path) -> list[Path]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def _order_domains(root: Path, names: list[str]) -> list[str]:
@@ -113,7 +107,7 @@ def _class_folders(domain_dir: Path) -> dict[str, list[Path]]:
         if not files:
             raise ValueError(
                 f"class folder {class_dir} contains no images (extensions "
-                f"{sorted(IMAGE_EXTENSIONS)}); add images or remove the folder"
+                f"{image_extensions_text()}); add images or remove the folder"
             )
         images[class_dir.name] = files
     return images

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
-from clipood.data.samples import ImageSample
+from clipood.data.samples import ImageSample, image_extensions_text, is_image_file
 
 if TYPE_CHECKING:
     from clipood.data.domainbed import MultiDomainDataset
@@ -74,21 +72,15 @@ def load_image_folder(root: Path | str, classnames: Sequence[str] | None = None)
         raise ValueError(f"image folder {root} has no class folders; expected ROOT/CLASS/IMAGE")
     rows = []
     for folder in folders:
-        images = sorted(p for p in folder.iterdir() if _is_image(p))
+        images = sorted(p for p in folder.iterdir() if is_image_file(p))
         if not images:
             raise ValueError(_empty_class_message(folder))
         rows.extend((image, folder.name, "") for image in images)
     return _build(root, rows, classnames)
 
 
-def _is_image(path: Path) -> bool:
-    return (
-        path.is_file() and not path.name.startswith(".") and path.suffix.lower() in (IMG_EXTENSIONS)
-    )
-
-
 def _empty_class_message(folder: Path) -> str:
-    message = f"class folder {folder} contains no images ({', '.join(IMG_EXTENSIONS)})"
+    message = f"class folder {folder} contains no images ({image_extensions_text()})"
     if any(p.is_dir() for p in folder.iterdir()):
         message += "; it contains folders, so the path may be a DomainBed dataset root"
     return message + "; remove the folder or add images"

@@ -14,7 +14,26 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
+
+# File extensions that every loader (DomainBed folders, image folders, ``clipood predict``)
+# reads as images: torchvision's ``ImageFolder`` set plus GIF, which Pillow also decodes.
+# Matched case-insensitively.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(IMG_EXTENSIONS) | {".gif"}
+
+
+def is_image_file(path: Path) -> bool:
+    """Return whether ``path`` is a file with an image extension and a visible name (one
+    that does not start with a dot)."""
+    return (
+        path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".") and path.is_file()
+    )
+
+
+def image_extensions_text() -> str:
+    """Return the image extensions as a sorted, comma-separated list for messages."""
+    return ", ".join(sorted(IMAGE_EXTENSIONS))
 
 
 @dataclass(frozen=True)
