@@ -194,8 +194,10 @@ def test_train_rejects_corrupt_image_before_training(tiny_domainbed, tmp_path):
     corrupt = tiny_domainbed / "sketch" / "dog" / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png")
     run = tmp_path / "run"
+    # 15 training images per source: the batch must not exceed them.
     completed = clipood(
-        "train", "--data", str(tiny_domainbed), "--target", "photo", "--model", "offline:quick", "--output", str(run),
+        "train", "--data", str(tiny_domainbed), "--target", "photo", "--model", "offline:quick",
+        "--batch-size", "4", "--output", str(run),
     )  # fmt: skip
     assert_usage_error(completed, str(corrupt), "cannot be read")
     assert not (run / "weights").exists()
@@ -216,3 +218,82 @@ def test_run_config_reusable_as_config_file(tmp_path):
     argv = ["train", "--config", str(config)]
     args = apply_config(parser, parser.parse_args(argv), argv)
     assert args.steps == 7
+
+
+def test_train_and_experiment_share_default_model():
+    from clipood.experiments import runner
+    from clipood.experiments.protocol_run import DEFAULT_MODEL
+
+    args = build_parser().parse_args(["train"])
+    config = runner.parse_experiment(
+        {"output": "out", "protocol": "domain_shift", "datasets": ["PACS"]}
+    )
+    assert args.model == DEFAULT_MODEL
+    assert config.model == DEFAULT_MODEL
+
+
+def test_train_rejects_batch_larger_than_source(tiny_domainbed, tmp_path):
+    run = tmp_path / "run"
+    # A model that cannot load: the batch check must come first.
+    missing_model = f"hf:{tmp_path / 'no-model'}"
+    completed = clipood(
+        "train", "--data", str(tiny_domainbed), "--target", "photo", "--model", missing_model,
+        "--batch-size", "500", "--output", str(run),
+    )  # fmt: skip
+    assert_usage_error(
+        completed,
+        "batch_size 500 is larger than the 15 training images of source domain 'clipart'",
+        "--batch-size 15",
+    )
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("config_text", "message"),
+    [
+        ("average_device: nowhere\n", "invalid average_device 'nowhere'"),
+        ("method: erm-ema\nema_decay: 1.5\n", "ema_decay must be in [0, 1), got 1.5"),
+        ("templates: ['a {} of {}']\n", "must contain exactly one '{}'"),
+    ],
+)
+def test_train_invalid_config_writes_no_folder(tiny_domainbed, tmp_path, config_text, message):
+    config = tmp_path / "train.yaml"
+    config.write_text("steps: 2\nbatch-size: 2\n" + config_text)
+    run = tmp_path / "run"
+    completed = clipood(
+        "train", "--config", str(config), "--data", str(tiny_domainbed), "--target", "photo",
+        "--model", f"hf:{tmp_path / 'no-model'}", "--output", str(run),
+    )  # fmt: skip
+    assert_usage_error(completed, message)
+    assert not run.exists()
+
+
+def folder_contents(folder: Path) -> dict[Path, tuple[bytes, int]]:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_rejected_rerun_leaves_run_folder_unchanged(tiny_domainbed, tmp_path):
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    overrides = {"steps": 2, "batch_size": 3, "lr": 1e-3}
+    run_domain_shift(
+        build_tiny_model(), tiny_domainbed, "sketch", "erm", run_dir=run, overrides=overrides,
+        eval_zeroshot=False,
+    )  # fmt: skip
+    before = folder_contents(run)
+    assert run / "config.yaml" in before
+    common = ["train", "--data", str(tiny_domainbed), "--target", "sketch", "--method", "erm",
+              "--model", f"hf:{tmp_path / 'no-model'}", "--output", str(run),
+              "--steps", "2", "--batch-size", "3"]  # fmt: skip
+
+    changed = clipood(*common, "--lr", "0.01")
+    assert_usage_error(changed, "cannot resume", "lr: saved 0.001, now 0.01")
+    assert folder_contents(run) == before
+
+    too_large = clipood(*common, "--lr", "0.001", "--batch-size", "100")
+    assert_usage_error(too_large, "batch_size 100 is larger than")
+    assert folder_contents(run) == before
+
+    bad_device = clipood(*common, "--lr", "0.001", "--average-device", "nowhere")
+    assert_usage_error(bad_device, "invalid average_device 'nowhere'")
+    assert folder_contents(run) == before

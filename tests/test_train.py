@@ -13,10 +13,11 @@ from safetensors.torch import load_file
 
 from clipood.averaging import beta_weights
 from clipood.data.domainbed import load_domainbed
+from clipood.data.samples import ImageSample
 from clipood.engine import TrainConfig, fit
 from clipood.engine.distributed import DistributedContext
 from clipood.engine.optim import build_scheduler, cosine_factor, parameter_groups
-from clipood.engine.sampling import BalancedBatchSampler
+from clipood.engine.sampling import BalancedBatchSampler, check_batch_size
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -166,12 +167,46 @@ def test_fit_rejects_empty_group(tiny_domainbed, tmp_path):
         ({"steps": 0}, "steps must be >= 1"),
         ({"precision": "fp8"}, "unknown precision 'fp8'"),
         ({"precision": "fp16"}, "needs a CUDA device"),
-        ({"templates": ("a photo",)}, "needs a '{}'"),
+        ({"templates": ("a photo",)}, "must contain exactly one '{}'"),
+        ({"templates": ("a {} of {}",)}, "must contain exactly one '{}'"),
+        ({"ema_decay": 1.5}, r"ema_decay must be in \[0, 1\), got 1.5"),
+        ({"average_device": "nowhere"}, "invalid average_device 'nowhere'"),
+        ({"device": "gpu"}, "invalid device 'gpu'"),
+        ({"lr": "fast"}, "lr must be a number, got 'fast'"),
+        ({"steps": 2.5}, "steps must be an integer, got 2.5"),
+        ({"batch_size": True}, "batch_size must be an integer, got True"),
     ],
 )
 def test_config_validation(changes, message):
     with pytest.raises(ValueError, match=message):
         small_config(**changes).validate()
+
+
+def test_config_single_template_string():
+    config = small_config(templates="a sketch of a {}.")
+    config.validate()
+    assert config.templates == ("a sketch of a {}.",)
+
+
+def test_fit_rejects_batch_larger_than_group(tiny_domainbed, tmp_path):
+    dataset, groups = source_groups(tiny_domainbed)
+    groups = [groups[0], groups[1][:4]]  # 18 clipart images, 4 photo images
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError) as info:
+        fit(build_tiny_model(), groups, dataset.classnames, small_config(batch_size=5), run_dir)
+    message = str(info.value)
+    assert "batch_size 5 is larger than the 4 training images of source domain 'photo'" in message
+    assert "--batch-size 4" in message
+    assert not run_dir.exists()
+
+
+def test_batch_equal_to_group_size_accepted():
+    samples = [ImageSample(Path(f"{i}.png"), 0, "photo") for i in range(4)]
+    check_batch_size(4, [samples, samples + samples])
+    with pytest.raises(ValueError, match="the training set"):
+        check_batch_size(5, [[ImageSample(Path("a.png"), 0)] * 4])
+    with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+        check_batch_size(4, [samples], world_size=3)
 
 
 def test_balanced_batches_cover_each_group():

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from clipood.experiments import runner, tables
+from clipood.experiments.protocol_run import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,11 @@ def _add_run_parser(commands) -> None:
         "--data-root", type=Path,
         help=f"folder holding the datasets (default: ${runner.DATA_ROOT_ENV})",
     )  # fmt: skip
-    run.add_argument("--model", help="offline, open_clip:NAME[:PRETRAINED] or hf:ID_OR_FOLDER")
+    run.add_argument(
+        "--model",
+        help="offline, open_clip:NAME[:PRETRAINED] or hf:ID_OR_FOLDER (default: the file's "
+        f"model, else {DEFAULT_MODEL})",
+    )
     run.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
     run.add_argument("--protocol", choices=runner.PROTOCOLS, help="protocol of a flag-only grid")
     run.add_argument(
@@ -78,7 +83,11 @@ def _add_run_parser(commands) -> None:
         help="drop images a split file lists but the disk lacks, with a warning",
     )
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
-    run.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the targets and training settings, list the runs and exit",
+    )
 
 
 def _recipe_names() -> list[str]:
@@ -94,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     if args.dry_run:
         grid = runner.expand_grid(config)
+        runner.check_grid(config, grid)
         print(runner.describe_grid(grid, config.output))
         print(f"{len(grid)} runs")
         return 0

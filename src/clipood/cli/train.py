@@ -8,9 +8,10 @@ import logging
 from pathlib import Path
 
 from clipood.cli.config import add_config_option, resolved_options
-from clipood.engine.config import AVERAGINGS, LOSSES
+from clipood.engine.config import AVERAGINGS, LOSSES, TrainConfig
 from clipood.engine.precision import PRECISIONS
 from clipood.experiments.methods import METHODS, methods_help
+from clipood.experiments.protocol_run import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--method", default="clipood", choices=list(METHODS), help=methods_help())
     parser.add_argument(
         "--model",
-        default="offline",
-        help="offline[:quick], open_clip:NAME[:PRETRAINED] or hf:ID_OR_FOLDER (default offline)",
+        default=DEFAULT_MODEL,
+        help="offline[:quick], open_clip:NAME[:PRETRAINED] or hf:ID_OR_FOLDER "
+        f"(default {DEFAULT_MODEL})",
     )
     parser.add_argument("--output", type=Path, help="run folder to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, batches and init")
@@ -92,7 +94,7 @@ def require(args: argparse.Namespace, *names: str) -> None:
         raise ValueError(f"missing required option(s) {', '.join(missing)}")
 
 
-def resolve_train_config(args: argparse.Namespace):
+def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     """Training settings: per-model defaults, then the method, then the given flags."""
     from clipood.experiments.protocol_run import train_config_for
     from clipood.models.loading import parse_model_spec
@@ -106,11 +108,34 @@ def resolve_train_config(args: argparse.Namespace):
     )
 
 
+def check_before_training(args: argparse.Namespace, config: TrainConfig) -> None:
+    """Reject what would otherwise fail after the run folder is written: a batch larger
+    than a source domain's training split, or settings that differ from a checkpoint
+    this run would resume. Lists the dataset's files but loads no model."""
+    from clipood.data.domainbed import check_target
+    from clipood.engine.distributed import context_from_env
+    from clipood.engine.sampling import check_batch_size
+    from clipood.engine.train import check_resumable
+    from clipood.experiments.domain_shift import source_splits
+    from clipood.experiments.in_the_wild import load_multi_domain
+    from clipood.experiments.protocol_run import method_settings
+
+    data = load_multi_domain(args.data)
+    check_target(data, args.target)
+    groups, _ = source_splits(data, args.target, args.holdout_fraction, args.seed)
+    if method_settings(args.method).loss is None:
+        return  # zero-shot: nothing is trained
+    check_batch_size(config.batch_size, groups, context_from_env().world_size)
+    if args.resume:
+        check_resumable(args.output, config)
+
+
 def run(args: argparse.Namespace) -> int:
     from clipood.experiments.domain_shift import run_domain_shift
 
     require(args, "data", "target", "output")
     config = resolve_train_config(args)
+    check_before_training(args, config)
     record = resolved_options(args)
     record.update({k: v for k, v in config.to_dict().items() if k in record or k == "templates"})
     summary = run_domain_shift(

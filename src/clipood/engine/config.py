@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+import torch
+
 from clipood.engine.precision import check_precision
+from clipood.inference import check_templates
 
 LOSSES = ("ce", "mms")
 AVERAGINGS = ("none", "bma", "uniform", "ema")
@@ -29,7 +32,8 @@ class TrainConfig:
 
     ``batch_size`` counts samples per training group (per source domain) per step, for
     the whole job: with several processes each takes ``batch_size / world_size`` of
-    every group. ``eval_every`` and ``checkpoint_every`` count optimiser steps, 0 means
+    every group. ``fit`` rejects a ``batch_size`` above the number of images in the
+    smallest group. ``eval_every`` and ``checkpoint_every`` count optimiser steps, 0 means
     only at the end. ``grad_clip_norm`` 0 disables clipping.
     """
 
@@ -56,16 +60,49 @@ class TrainConfig:
     eval_batch_size: int = 64
 
     def __post_init__(self) -> None:
+        # A single template given as a string (for example from YAML) is one template.
+        if isinstance(self.templates, str):
+            self.templates = (self.templates,)
         self.templates = tuple(self.templates)
 
     def validate(self) -> None:
-        """Raise ValueError naming the first invalid setting."""
+        """Raise ValueError naming the first invalid setting.
+
+        Checks types, ranges, choices, devices and templates, everything that can be
+        checked without data or a model, so a run can validate its settings before it
+        writes anything.
+        """
+        self._check_types()
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
         if self.averaging not in AVERAGINGS:
             raise ValueError(
                 f"unknown averaging {self.averaging!r}; expected one of {', '.join(AVERAGINGS)}"
             )
+        self._check_ranges()
+        check_templates(self.templates)
+        for name in ("device", "average_device"):
+            check_device(name, getattr(self, name))
+        check_precision(self.precision, self.device)
+
+    def _check_types(self) -> None:
+        # Field annotations are strings here because of ``from __future__ import annotations``.
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{item.name} must be an integer, got {value!r}")
+            if item.type == "float" and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ValueError(f"{item.name} must be a number, got {value!r}")
+            if item.type == "str" and not isinstance(value, str):
+                raise ValueError(f"{item.name} must be a string, got {value!r}")
+        if self.average_device is not None and not isinstance(self.average_device, str):
+            raise ValueError(f"average_device must be a string, got {self.average_device!r}")
+        if not all(isinstance(template, str) for template in self.templates):
+            raise ValueError(f"templates must be strings, got {list(self.templates)!r}")
+
+    def _check_ranges(self) -> None:
         for name in ("steps", "batch_size", "log_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -80,9 +117,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
-        if not self.templates or any("{}" not in t for t in self.templates):
-            raise ValueError(f"every template needs a '{{}}' for the class name: {self.templates}")
-        check_precision(self.precision, self.device)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -101,3 +137,15 @@ class TrainConfig:
         """Names of settings that differ and would change the trained weights."""
         mine, theirs = self.to_dict(), other.to_dict()
         return [k for k in mine if k not in NON_RESULT_FIELDS and mine[k] != theirs[k]]
+
+
+def check_device(name: str, value: str | None) -> None:
+    """Raise ValueError unless ``value`` is ``None`` or a device string torch accepts."""
+    if value is None:
+        return
+    try:
+        torch.device(value)
+    except RuntimeError as err:
+        raise ValueError(
+            f"invalid {name} {value!r}; use a torch device such as cpu, cuda or cuda:1"
+        ) from err

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from clipood.data.samples import ImageDataset, load_rgb
+from clipood.data.samples import ImageDataset, ImageSample, load_rgb
 from clipood.engine.distributed import DistributedContext, shard
 
 
@@ -29,6 +29,45 @@ def derive_seed(*values: int) -> int:
     """Mix integers into one 63-bit seed (NumPy ``SeedSequence`` hashing)."""
     state = np.random.SeedSequence([int(v) for v in values]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
+
+
+def check_batch_size(
+    batch_size: int, groups: Sequence[Sequence[ImageSample]], world_size: int = 1
+) -> None:
+    """Raise ValueError for a batch that the training groups cannot fill.
+
+    ``batch_size`` is drawn from every group at each step, so it may not exceed the
+    number of images in the smallest group. A larger batch would repeat images within
+    one step and can exhaust memory. With several processes it must also divide evenly
+    between them.
+    """
+    if not groups or any(len(group) == 0 for group in groups):
+        sizes = [len(group) for group in groups]
+        raise ValueError(f"every training group needs samples; group sizes are {sizes}")
+    smallest = min(range(len(groups)), key=lambda index: len(groups[index]))
+    size = len(groups[smallest])
+    if batch_size > size:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {size} training images of "
+            f"{_group_name(groups, smallest)}, the smallest training group; each step draws "
+            f"batch_size images from every group, so pass --batch-size {size} or lower (or "
+            f"set batch_size in the configuration file or the experiment's overrides)"
+        )
+    if batch_size % world_size:
+        raise ValueError(
+            f"batch_size {batch_size} is not divisible by the {world_size} processes; each "
+            f"process takes an equal share of every group's batch"
+        )
+
+
+def _group_name(groups: Sequence[Sequence[ImageSample]], index: int) -> str:
+    """Name a training group by its domain, or by its position when it has none."""
+    domains = {sample.domain for sample in groups[index]}
+    if len(domains) == 1 and "" not in domains:
+        return f"source domain {domains.pop()!r}"
+    if len(groups) == 1:
+        return "the training set"
+    return f"training group {index + 1} of {len(groups)}"
 
 
 class BalancedBatchSampler(Sampler[list[tuple[int, int]]]):

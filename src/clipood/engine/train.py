@@ -35,6 +35,7 @@ from clipood.engine.config import TrainConfig
 from clipood.engine.distributed import (
     DistributedContext,
     barrier,
+    context_from_env,
     init_distributed,
     mean_across_ranks,
 )
@@ -43,7 +44,12 @@ from clipood.engine.metrics import MetricsLog, read_records
 from clipood.engine.optim import build_optimizer, build_scheduler
 from clipood.engine.precision import autocast, make_grad_scaler
 from clipood.engine.run_folder import RunFolder, write_yaml_atomic
-from clipood.engine.sampling import BalancedBatchSampler, SeededImageDataset, derive_seed
+from clipood.engine.sampling import (
+    BalancedBatchSampler,
+    SeededImageDataset,
+    check_batch_size,
+    derive_seed,
+)
 from clipood.losses import MarginMetricSoftmax
 from clipood.models.base import ImageTextModel
 
@@ -51,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, ImageTextModel], None]
 
-__all__ = ["FitResult", "TrainConfig", "fit"]
+__all__ = ["FitResult", "TrainConfig", "check_resumable", "fit"]
 
 
 @dataclass
@@ -86,16 +92,9 @@ def fit(
     """
     config.validate()
     groups = [list(group) for group in train_groups]
-    if not groups or any(not group for group in groups):
-        sizes = [len(group) for group in groups]
-        raise ValueError(f"every training group needs samples; group sizes are {sizes}")
+    check_batch_size(config.batch_size, groups, context_from_env().world_size)
     run = RunFolder(Path(run_dir))
     context, device = init_distributed(config.device)
-    if config.batch_size % context.world_size:
-        raise ValueError(
-            f"batch_size {config.batch_size} is not divisible by the {context.world_size} "
-            f"processes; each process takes an equal share of every group's batch"
-        )
     if resume:
         finished = load_finished_run(model, run, config)
         if finished is not None:
@@ -369,6 +368,19 @@ def check_same_settings(saved: TrainConfig, current: TrainConfig, path: Path) ->
             f"cannot resume from {path}: the settings differ ({details}); use another "
             f"output folder or start over without resuming"
         )
+
+
+def check_resumable(run_dir: Path | str, config: TrainConfig) -> None:
+    """Raise ValueError if ``run_dir`` contains a checkpoint whose weight-shaping settings
+    differ from ``config``, so a run can be rejected before it writes to that folder.
+
+    Only the checkpoint's recorded settings are read: ``mmap`` leaves its tensors on disk.
+    """
+    run = RunFolder(Path(run_dir))
+    if not run.checkpoint.is_file():
+        return
+    state = torch.load(run.checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    check_same_settings(TrainConfig.from_dict(state["config"]), config, run.checkpoint)
 
 
 def load_finished_run(

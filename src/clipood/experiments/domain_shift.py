@@ -21,6 +21,7 @@ from clipood.engine.distributed import context_from_env
 from clipood.engine.evaluate import evaluate
 from clipood.engine.metrics import MetricsLog
 from clipood.engine.run_folder import RunFolder, read_json, write_yaml_atomic
+from clipood.engine.sampling import check_batch_size
 from clipood.engine.train import fit
 from clipood.experiments.in_the_wild import load_multi_domain
 from clipood.experiments.protocol_run import (
@@ -95,7 +96,10 @@ def run_domain_shift(
     groups, validation = source_splits(data, target, holdout_fraction, seed)
     check_images([sample for samples in data.domains.values() for sample in samples])
     run = prepare_run(model, PROTOCOL, name, method, seed, run_dir, overrides, device, TEMPLATES)
-    is_main = context_from_env().is_main
+    context = context_from_env()
+    if run.settings.loss is not None:
+        check_batch_size(run.config.batch_size, groups, context.world_size)
+    is_main = context.is_main
     if is_main:
         record = dict(config_record) if config_record else default_record(run, data, target)
         write_yaml_atomic(folder.config, record)

@@ -35,6 +35,10 @@ from clipood.models.loading import load_model, parse_model_spec
 
 log = logging.getLogger(__name__)
 
+# Model of a run when none is named: the offline EfficientNet-Lite0 + MiniLM model, whose
+# towers come from installed packages, so it needs no network access.
+DEFAULT_MODEL = "offline"
+
 
 @dataclass(frozen=True)
 class MethodSettings:
@@ -119,7 +123,10 @@ def train_config_for(
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides or {}) - known)
     if unknown:
-        raise ValueError(f"unknown training settings {unknown}; expected some of {sorted(known)}")
+        raise ValueError(
+            f"unknown training setting(s) {', '.join(map(repr, unknown))}; valid settings: "
+            f"{', '.join(sorted(known))}"
+        )
     values.update(overrides or {})
     config = TrainConfig(**values)
     config.validate()
