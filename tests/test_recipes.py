@@ -103,7 +103,7 @@ def test_offline_tables_config_resolves():
     path = Path(__file__).resolve().parents[1] / "configs" / "offline_tables.yaml"
     config = runner.load_experiment(path)
     runs = runner.expand_grid(config)
-    # Domain shift: 3 targets; open class: 1; in the wild: 1 target. 3 methods x 5 seeds each.
-    assert len(runs) == (3 + 1 + 1) * 3 * 5
+    # Domain shift: 3 targets; open class: 1; in the wild: 3 targets. 3 methods x 5 seeds.
+    assert len(runs) == (3 + 1 + 3) * 3 * 5
     assert config.model_options == {"image_size": 128}
     assert config.overrides == {"steps": 40}

@@ -219,7 +219,9 @@ def test_runner_skips_finished_runs(tmp_path):
 
 
 def test_failed_run_recorded_and_others_continue(tmp_path):
-    config = wild_config(tmp_path, methods=["erm"], overrides={**FAST, "margin": -1.0})
+    # A batch larger than a source's base-class images fails each training run as it
+    # starts: the data, not the settings, decides that, so the grid itself is valid.
+    config = wild_config(tmp_path, methods=["erm"], overrides={**FAST, "batch_size": 50})
     good = wild_config(tmp_path, methods=["zeroshot"])
     report = runner.run_experiment(config, model_factory=build_tiny_model, progress=False)
     assert len(report.failed) == 2
@@ -228,10 +230,57 @@ def test_failed_run_recorded_and_others_continue(tmp_path):
     statuses = sorted((r["method"], r["status"]) for r in records)
     assert statuses == [("erm", "error"), ("erm", "error"), ("zeroshot", "ok"), ("zeroshot", "ok")]
     error = next(r for r in records if r["status"] == "error")
-    assert "margin" in error["error"]
-    with pytest.raises(ValueError, match="margin"):
+    assert "batch_size 50 is larger than" in error["error"]
+    with pytest.raises(ValueError, match="batch_size 50 is larger than"):
         runner.run_experiment(config, model_factory=build_tiny_model, progress=False,
                               fail_fast=True)  # fmt: skip
+
+
+def test_invalid_setting_rejected_before_any_run(tmp_path):
+    config = wild_config(tmp_path, methods=["erm"], overrides={**FAST, "margin": -1.0})
+    factory = CountingFactory()
+    with pytest.raises(ValueError, match="margin must be a finite number >= 0, got -1.0"):
+        runner.run_experiment(config, model_factory=factory, progress=False)
+    assert factory.calls == 0
+    assert not config.output.exists()
+
+
+def test_unknown_setting_key_lists_valid_ones(tmp_path):
+    config = wild_config(tmp_path, overrides={**FAST, "lrr": 1e-5})
+    with pytest.raises(ValueError, match="unknown training setting") as info:
+        runner.check_grid(config, runner.expand_grid(config))
+    assert "'lrr'" in str(info.value)
+    assert "lr, margin" in str(info.value)
+    assert not config.output.exists()
+
+
+def test_unknown_target_lists_domains(tmp_path):
+    config = wild_config(tmp_path, targets=["sketch", "painting"])
+    with pytest.raises(ValueError, match="unknown target domain 'painting'") as info:
+        runner.run_experiment(config, model_factory=CountingFactory(), progress=False)
+    # PACS is a registry name, so its domains come from the registry.
+    assert "art_painting, cartoon, photo, sketch" in str(info.value)
+    assert not config.output.exists()
+
+
+def test_unknown_target_of_folder_dataset(tmp_path):
+    write_tiny_domainbed(tmp_path / "data" / "mine", images_per_class=2)
+    config = runner.parse_experiment(
+        {"output": str(tmp_path / "out"), "data_root": str(tmp_path / "data"),
+         "protocol": "domain_shift", "datasets": ["mine"], "targets": ["cartoon"]}
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="available domains: clipart, photo, sketch"):
+        runner.check_grid(config, runner.expand_grid(config))
+
+
+def test_model_defaults_to_offline(tmp_path):
+    from clipood.experiments.protocol_run import DEFAULT_MODEL
+
+    config = runner.parse_experiment(
+        {"output": str(tmp_path), "protocol": "open_class", "datasets": ["DTD"]}
+    )
+    assert DEFAULT_MODEL == "offline"
+    assert config.model == DEFAULT_MODEL
 
 
 def test_results_table_from_runner(tmp_path):
@@ -290,3 +339,47 @@ def test_cli_dry_run_and_table(tmp_path):
                            text=True, check=False)  # fmt: skip
     assert table.returncode == 0, table.stderr
     assert "zeroshot / sketch" in table.stdout
+
+
+def run_experiment_cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", CLI_SCRIPT, "experiment", "run", *args],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_cli_dry_run_checks_settings_and_targets(tmp_path):
+    write_tiny_domainbed(tmp_path / "data" / "PACS", images_per_class=2,
+                         domains=PACS_DOMAINS, classes=PACS_CLASSES)  # fmt: skip
+    output = tmp_path / "out"
+    # No --model: the grid uses the offline model, as ``clipood train`` does.
+    common = ["--output", str(output), "--data-root", str(tmp_path / "data"),
+              "--protocol", "domain_shift", "--dataset", "PACS", "--methods", "erm"]  # fmt: skip
+
+    valid = run_experiment_cli(*common, "--targets", "photo", "--set", "steps=3", "--dry-run")
+    assert valid.returncode == 0, valid.stderr
+    assert "1 runs" in valid.stdout
+
+    bad_key = run_experiment_cli(*common, "--targets", "photo", "--set", "stepz=3", "--dry-run")
+    assert bad_key.returncode == 2, bad_key.stderr
+    assert "unknown training setting(s) 'stepz'" in bad_key.stderr
+    assert "steps" in bad_key.stderr
+    assert "Traceback" not in bad_key.stderr
+
+    bad_value = run_experiment_cli(*common, "--targets", "photo", "--set", "lr=abc", "--dry-run")
+    assert bad_value.returncode == 2, bad_value.stderr
+    assert "lr must be a number, got 'abc'" in bad_value.stderr
+
+    bad_target = run_experiment_cli(*common, "--targets", "photo", "painting", "--dry-run")
+    assert bad_target.returncode == 2, bad_target.stderr
+    assert "unknown target domain 'painting'" in bad_target.stderr
+    assert "art_painting, cartoon, photo, sketch" in bad_target.stderr
+
+    # A real run checks the same way before it writes anything.
+    real = run_experiment_cli(*common, "--targets", "painting")
+    assert real.returncode == 2, real.stderr
+    assert "unknown target domain 'painting'" in real.stderr
+    assert not output.exists()

@@ -6,9 +6,9 @@ through the engine. After every run ``OUT/results.jsonl`` is rewritten atomicall
 all run folders under ``OUT``: one record per finished run (from ``summary.json``) or
 failed run (from ``error.json``), so the file never misses or duplicates a run.
 
-Experiment file (YAML), every key optional except ``model``, ``output`` and the grid::
+Experiment file (YAML), every key optional except ``output`` and the grid::
 
-    model: open_clip:ViT-B-16:openai
+    model: open_clip:ViT-B-16:openai   # default: offline, as for ``clipood train``
     output: runs/domain_shift
     data_root: ${CLIPOOD_DATA}        # environment variables are expanded
     device: cuda
@@ -25,6 +25,8 @@ Experiment file (YAML), every key optional except ``model``, ``output`` and the 
           - {name: OfficeHome, path: office_home, overrides: {lr: 1.0e-5}}
 
 Open-class blocks take ``shots`` (16 by default) and run one target named ``all``.
+``check_grid`` rejects an unknown target domain or an invalid training setting of any
+run before the first run starts.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from clipood.data.coop import is_coop_dataset
 from clipood.data.domainbed import DOMAINBED_DATASETS
 from clipood.engine.run_folder import write_json_atomic, write_text_atomic
 from clipood.experiments.methods import METHODS
-from clipood.experiments.protocol_run import fresh_copy
+from clipood.experiments.protocol_run import DEFAULT_MODEL, fresh_copy, train_config_for
 from clipood.models.base import ImageTextModel
 from clipood.models.loading import load_model, parse_model_spec
 
@@ -150,10 +152,10 @@ def parse_experiment(data: Mapping[str, object], source: str = "experiment") -> 
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{source}: unknown keys {unknown}; expected some of {sorted(known)}")
-    for key in ("model", "output"):
-        if not data.get(key):
-            raise ValueError(f"{source}: '{key}' is missing; set it in the file or by flag")
-    parse_model_spec(str(data["model"]))
+    if not data.get("output"):
+        raise ValueError(f"{source}: 'output' is missing; set it in the file or by flag")
+    model = str(data.get("model") or DEFAULT_MODEL)
+    parse_model_spec(model)
     seeds = tuple(int(s) for s in _as_list(data.get("seeds", [0])))
     methods = tuple(_as_list(data.get("methods", ["clipood"])))
     blocks_data = data.get("experiments") or [
@@ -162,7 +164,7 @@ def parse_experiment(data: Mapping[str, object], source: str = "experiment") -> 
     blocks = [_parse_block(b, seeds, methods, f"{source} block {i}") for i, b in enumerate(
         blocks_data)]  # fmt: skip
     return ExperimentConfig(
-        model=str(data["model"]),
+        model=model,
         output=Path(_expand(str(data["output"]), "output", source)).expanduser(),
         blocks=blocks,
         data_root=_data_root(data.get("data_root"), source),
@@ -283,6 +285,34 @@ def expand_grid(config: ExperimentConfig) -> list[PlannedRun]:
     return runs
 
 
+def check_grid(config: ExperimentConfig, runs: Sequence[PlannedRun]) -> None:
+    """Raise ValueError naming the first unknown target domain or invalid training
+    setting among ``runs``, so a bad grid fails before any run folder is written.
+
+    Reads no images: domains come from the registries or the dataset's folder listing.
+    """
+    spec = parse_model_spec(config.model)
+    domains: dict[tuple[str, str | None], list[str]] = {}
+    for run in runs:
+        if run.protocol != "open_class":
+            key = (run.dataset.name, run.dataset.path)
+            if key not in domains:
+                domains[key] = known_domains(run.dataset, config.data_root)
+            if run.target not in domains[key]:
+                raise ValueError(
+                    f"unknown target domain {run.target!r} for dataset {run.dataset.name}; "
+                    f"available domains: {', '.join(domains[key])}"
+                )
+        try:
+            train_config_for(spec, run.protocol, run.dataset.name, run.method, run.seed,
+                             run.overrides, config.device)  # fmt: skip
+        except ValueError as err:
+            raise ValueError(
+                f"invalid training settings for {run.protocol}/{run.dataset.name} "
+                f"({run.method}): {err}; fix --set or the 'overrides' of the experiment file"
+            ) from err
+
+
 # --- running ------------------------------------------------------------------------
 
 
@@ -333,6 +363,7 @@ def run_experiment(
     trains a deep copy of it.
     """
     runs = expand_grid(config)
+    check_grid(config, runs)
     config.output.mkdir(parents=True, exist_ok=True)
     report = GridReport()
     pretrained: ImageTextModel | None = None
@@ -387,7 +418,7 @@ def collect_records(output: Path) -> list[dict]:
         summary, error = path / "summary.json", path / "error.json"
         if summary.is_file():
             data = json.loads(summary.read_text(encoding="utf-8"))
-            records.append({**base, "status": "ok", "metrics": summary_metrics(data)})
+            records.append({**base, "status": "ok", **summary_metrics_by_weights(data)})
         elif error.is_file():
             data = json.loads(error.read_text(encoding="utf-8"))
             records.append({**base, "status": "error", "error": data.get("error", "")})
@@ -396,7 +427,20 @@ def collect_records(output: Path) -> list[dict]:
 
 def summary_metrics(summary: Mapping[str, object]) -> dict[str, float]:
     """Return the numbers of the reported weights that the tables use."""
-    metrics = summary.get("metrics") or {}
+    return _numbers(summary.get("metrics") or {})
+
+
+def summary_metrics_by_weights(summary: Mapping[str, object]) -> dict[str, dict[str, float]]:
+    """Return ``metrics`` and, for a run that reports other weights than its final ones,
+    ``final_metrics``: the same numbers measured with the last training weights."""
+    out = {"metrics": summary_metrics(summary)}
+    final = (summary.get("by_weights") or {}).get("final")
+    if final and summary.get("reported_weights") not in (None, "final"):
+        out["final_metrics"] = _numbers(final)
+    return out
+
+
+def _numbers(metrics: Mapping[str, object]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
 
