@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from clipood.experiments.tables import build_tables, to_markdown
@@ -58,3 +61,23 @@ def test_domain_table_final_row_averages_over_targets():
     assert "| clipood (final weights) | 90.0 (n=1) | 50.0 (n=1) | 70.0 (n=1) |" in to_markdown(
         [table]
     )
+
+
+def test_runner_records_final_weights_of_averaging_runs(tmp_path):
+    from conftest import build_tiny_model
+    from test_runner import wild_config
+
+    from clipood.experiments import runner
+    from clipood.experiments.tables import load_results, write_tables
+
+    config = wild_config(tmp_path, methods=["erm", "clipood"], seeds=[0])
+    runner.run_experiment(config, model_factory=build_tiny_model, progress=False)
+    records = {r["method"]: r for r in load_results(config.output)}
+    assert "final_metrics" not in records["erm"]
+    clipood = records["clipood"]
+    summary = json.loads((Path(clipood["run_dir"]) / "summary.json").read_text())
+    assert summary["reported_weights"] == "averaged"
+    assert clipood["final_metrics"] == pytest.approx(summary["by_weights"]["final"])
+    assert clipood["metrics"] == pytest.approx(summary["by_weights"]["averaged"])
+    markdown, _, _ = write_tables(config.output)
+    assert "| clipood (final weights) / sketch |" in markdown
