@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from clipood.data.benchmarks import BENCHMARKS, SourcePaths, build_benchmark, openclipart
+from clipood.data.benchmarks import (
+    BENCHMARKS,
+    SourcePaths,
+    build_benchmark,
+    openclipart,
+    render,
+    styles,
+)
 from clipood.data.benchmarks.writer import BuildPlan, PlannedImage, write_benchmark
 from clipood.data.domainbed import load_domainbed
 
@@ -238,3 +245,43 @@ def test_real_offline_domains(tmp_path):
     packages = {source["package"] for source in manifest["sources"]}
     assert packages == {"animal-mnist", "openclipart-png", "fonts-noto-color-emoji",
                         "fonts-symbola"}  # fmt: skip
+
+
+def draw_faint(path: Path, alpha: int, size: int = 48) -> None:
+    """Write a black ellipse outline drawn with the given alpha on a transparent canvas."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    ImageDraw.Draw(image).ellipse((8, 12, 40, 36), outline=(0, 0, 0, alpha), width=3)
+    image.save(path)
+
+
+def test_ink_fraction_counts_pixels_far_from_white():
+    image = Image.new("RGB", (10, 10), (255, 255, 255))
+    image.putpixel((0, 0), (0, 0, 0))
+    image.putpixel((1, 0), (255, 255, 200))  # 55 below white in blue: ink
+    image.putpixel((2, 0), (230, 230, 230))  # 25 below white: not ink
+    assert styles.ink_fraction(image) == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="nearly blank: 0.00%"):
+        styles.check_visible(Image.new("RGB", (10, 10), (240, 240, 240)))
+
+
+def test_faint_clipart_left_out_before_sampling(tmp_path):
+    sources = fake_sources(tmp_path / "src")
+    draw_faint(sources.openclipart / "animals" / "birds" / "bird_faint.png", alpha=8)
+    folder = build_benchmark("offline-wild", tmp_path / "out", sources=sources,
+                             classes=WILD_CLASSES, image_size=32)  # fmt: skip
+    manifest = manifest_of(folder)
+    origins = [entry[2] for entry in manifest["images"]]
+    assert "animals/birds/bird_faint.png" not in origins
+    assert manifest["skipped"] == []
+    assert manifest["domains"]["sketch"]["per_class"] == {"bird": 2, "hat": 2}
+
+
+def test_blank_silhouette_render_rejected(tmp_path):
+    path = tmp_path / "translucent.png"
+    draw_faint(path, alpha=100)
+    assert openclipart.is_visible_source(path)
+    original = render.file_renderer(path, 32, "original")()
+    assert styles.ink_fraction(original) > styles.MIN_INK_FRACTION
+    with pytest.raises(ValueError, match="nearly blank"):
+        render.file_renderer(path, 32, "silhouette")()

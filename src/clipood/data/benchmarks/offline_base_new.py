@@ -44,7 +44,9 @@ DOMAINS = {
 def _clipart(sources, names, size, per_class, seed, classes) -> list[PlannedImage]:
     png_root = sources.require("openclipart")
     planned = []
-    for classname, items in sorted(list_folder_classes(png_root, classes).items()):
+    for classname, items in sorted(
+        list_folder_classes(png_root, classes, visible_only=True).items()
+    ):
         for item in seeded_sample(items, per_class, seed, f"base-new/{classname}"):
             planned.append(PlannedImage(
                 DOMAIN, classname, names.claim(DOMAIN, classname, f"openclipart-{item.path.stem}"),
@@ -117,7 +119,7 @@ def plan(
     )  # fmt: skip
     recipe = {
         "benchmark": NAME,
-        "builder_version": 1,
+        "builder_version": 2,
         "image_size": image_size,
         "clipart_per_class": clipart_per_class,
         "grey_per_class": grey_per_class,

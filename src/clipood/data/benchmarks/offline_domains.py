@@ -99,7 +99,7 @@ def plan(
     )
     recipe = {
         "benchmark": NAME,
-        "builder_version": 1,
+        "builder_version": 2,
         "image_size": image_size,
         "per_class": per_class,
         "clipart_cap": clipart_cap,

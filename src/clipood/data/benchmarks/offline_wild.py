@@ -38,7 +38,7 @@ def plan(
 ) -> BuildPlan:
     """Plan the benchmark; ``per_class`` caps the clip art per class before dealing."""
     png_root = sources.require("openclipart")
-    listed = list_folder_classes(png_root, classes or WILD_CLASSES)
+    listed = list_folder_classes(png_root, classes or WILD_CLASSES, visible_only=True)
     names = NameRegistry()
     domains = list(DOMAINS)
     images = []
@@ -54,7 +54,7 @@ def plan(
             ))  # fmt: skip
     recipe = {
         "benchmark": NAME,
-        "builder_version": 2,
+        "builder_version": 3,
         "image_size": image_size,
         "per_class": per_class,
         "seed": seed,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from clipood.data.benchmarks import styles
+
 # Images with more pixels than this are skipped and recorded in the manifest.
 # openclipart-png 1:0.18+dfsg-19 contains nine PNGs of 168 to 623 megapixels, which trip
 # Pillow's decompression-bomb guard.
@@ -139,14 +141,38 @@ def _png_files(folder: Path) -> list[Path]:
 
 
 def list_folder_classes(
-    png_root: Path, classes: dict[str, tuple[str, ...]] = FOLDER_CLASSES
+    png_root: Path,
+    classes: dict[str, tuple[str, ...]] = FOLDER_CLASSES,
+    visible_only: bool = False,
 ) -> dict[str, list[ClipArtImage]]:
-    """List the files of each folder class; a class whose folders are missing is empty."""
+    """List the files of each folder class; a class whose folders are missing is empty.
+
+    With ``visible_only``, files that render nearly blank are left out before any
+    sampling, so a capped class is filled with pictures that show something.
+    """
     listed = {}
     for classname, folders in classes.items():
         files = [p for folder in folders for p in _png_files(png_root / folder)]
+        if visible_only:
+            files = [p for p in files if is_visible_source(p)]
         listed[classname] = [ClipArtImage(p, classname) for p in files]
     return listed
+
+
+def is_visible_source(path: Path, size: int = 64) -> bool:
+    """Tell whether ``path``, flattened on white at ``size`` pixels, is more than blank.
+
+    A file that cannot be opened counts as visible, so the writer skips it later and
+    records the reason in the manifest.
+    """
+    try:
+        image = open_guarded(path)
+    except ValueError:
+        return True
+    with image:
+        rgba = styles.to_rgba(image)
+    flat = styles.flatten(styles.fit_on_canvas(rgba, size))
+    return styles.ink_fraction(flat) >= styles.MIN_INK_FRACTION
 
 
 def _animal_of(path: Path, relative: Path) -> str | None:

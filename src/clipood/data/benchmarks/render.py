@@ -1,7 +1,8 @@
 """Render callables for ``PlannedImage``: one per kind of source, each with a style name.
 
 Styles: ``original`` (the picture itself on white), ``sketch`` (derived edge lines) and
-``silhouette`` (derived: the object's mask filled black).
+``silhouette`` (derived: the object's mask filled black). A render that comes out nearly
+blank raises ValueError, so the writer skips it and records why in the manifest.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ STYLES = ("original", "sketch", "silhouette")
 def _apply_style(rgba: Image.Image, size: int, style: str) -> Image.Image:
     fitted = styles.fit_on_canvas(rgba, size)
     if style == "original":
-        return styles.flatten(fitted)
+        return styles.check_visible(styles.flatten(fitted))
     if style == "sketch":
-        return styles.edge_sketch(fitted)
+        return styles.check_visible(styles.edge_sketch(fitted))
     if style == "silhouette":
-        return styles.silhouette(fitted)
+        return styles.check_visible(styles.silhouette(fitted))
     raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
 
 
@@ -39,9 +40,9 @@ def _render_file(path: Path, size: int, style: str) -> Image.Image:
 
 def _render_grey(pixels: np.ndarray, size: int, style: str) -> Image.Image:
     if style == "original":
-        return styles.from_grey_array(pixels, size)
+        return styles.check_visible(styles.from_grey_array(pixels, size))
     if style == "sketch":
-        return styles.outline_of_grey_array(pixels, size)
+        return styles.check_visible(styles.outline_of_grey_array(pixels, size))
     raise ValueError(f"style {style!r} is not defined for grey arrays")
 
 

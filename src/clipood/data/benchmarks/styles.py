@@ -11,6 +11,12 @@ from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 # Share of the canvas that the object's longer side fills.
 OBJECT_FILL = 0.85
+# A pixel is ink when one of its channels is this far below white (so light yellow
+# counts but a faint grey does not). A rendered image needs MIN_INK_FRACTION of ink:
+# openclipart's generated star polygons, drawn with thin translucent lines, flatten to
+# near-white and are rejected.
+INK_DISTANCE = 48
+MIN_INK_FRACTION = 0.003
 
 
 def to_rgba(image: Image.Image) -> Image.Image:
@@ -41,7 +47,7 @@ def fit_on_canvas(rgba: Image.Image, size: int) -> Image.Image:
     resized = content.resize(new_size, Image.Resampling.LANCZOS)
     canvas = Image.new("RGBA", (size, size), (255, 255, 255, 0))
     offset = ((size - new_size[0]) // 2, (size - new_size[1]) // 2)
-    canvas.paste(resized, offset, resized)
+    canvas.alpha_composite(resized, offset)
     return canvas
 
 
@@ -94,3 +100,20 @@ def outline_of_grey_array(pixels: np.ndarray, size: int) -> Image.Image:
     rgba = grey.convert("RGBA")
     rgba.putalpha(Image.fromarray(pixels.astype(np.uint8), mode="L"))
     return edge_sketch(fit_on_canvas(rgba, size))
+
+
+def ink_fraction(image: Image.Image) -> float:
+    """Return the share of pixels with a channel more than ``INK_DISTANCE`` below white."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return float(((255 - pixels.min(axis=2)) > INK_DISTANCE).mean())
+
+
+def check_visible(image: Image.Image) -> Image.Image:
+    """Return ``image``; raise ValueError when it is nearly blank (white)."""
+    fraction = ink_fraction(image)
+    if fraction < MIN_INK_FRACTION:
+        raise ValueError(
+            f"nearly blank: {fraction:.2%} of pixels differ from white, "
+            f"below the minimum of {MIN_INK_FRACTION:.1%}"
+        )
+    return image
