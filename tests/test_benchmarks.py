@@ -285,3 +285,12 @@ def test_blank_silhouette_render_rejected(tmp_path):
     assert styles.ink_fraction(original) > styles.MIN_INK_FRACTION
     with pytest.raises(ValueError, match="nearly blank"):
         render.file_renderer(path, 32, "silhouette")()
+
+
+def test_alpha_power_steepens_translucent_pixels():
+    square = Image.new("RGBA", (20, 20), (0, 0, 0, 128))
+    plain = styles.fit_on_canvas(square, 40)
+    steep = styles.fit_on_canvas(square, 40, alpha_power=3)
+    assert plain.getpixel((20, 20))[3] == 128
+    assert steep.getpixel((20, 20))[3] == round(255 * (128 / 255) ** 3)
+    assert styles.flatten(plain).getpixel((20, 20)) == (127, 127, 127)

@@ -119,7 +119,7 @@ def plan(
     )  # fmt: skip
     recipe = {
         "benchmark": NAME,
-        "builder_version": 2,
+        "builder_version": 3,
         "image_size": image_size,
         "clipart_per_class": clipart_per_class,
         "grey_per_class": grey_per_class,

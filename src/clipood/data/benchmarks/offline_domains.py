@@ -99,7 +99,7 @@ def plan(
     )
     recipe = {
         "benchmark": NAME,
-        "builder_version": 2,
+        "builder_version": 3,
         "image_size": image_size,
         "per_class": per_class,
         "clipart_cap": clipart_cap,

@@ -36,15 +36,21 @@ def _crop_to_content(rgba: Image.Image) -> Image.Image:
     return rgba.crop(box) if box else rgba
 
 
-def fit_on_canvas(rgba: Image.Image, size: int) -> Image.Image:
+def fit_on_canvas(rgba: Image.Image, size: int, alpha_power: int = 1) -> Image.Image:
     """Crop to the object, scale it to ``OBJECT_FILL`` of the canvas and centre it.
 
-    Returns RGBA on a transparent canvas so callers can derive masks before flattening.
+    ``alpha_power`` raises the resized alpha (as a fraction) to that power, which
+    steepens soft edges: 28 px grey arrays upscaled about five times would otherwise
+    have blurred outlines and broken edge sketches. Returns RGBA on a transparent canvas
+    so callers can derive masks before flattening.
     """
     content = _crop_to_content(rgba)
     scale = OBJECT_FILL * size / max(content.size)
     new_size = (max(1, round(content.width * scale)), max(1, round(content.height * scale)))
     resized = content.resize(new_size, Image.Resampling.LANCZOS)
+    if alpha_power != 1:
+        alpha = np.asarray(resized.getchannel("A"), dtype=np.float64) / 255.0
+        resized.putalpha(Image.fromarray(np.round(255.0 * alpha**alpha_power).astype(np.uint8)))
     canvas = Image.new("RGBA", (size, size), (255, 255, 255, 0))
     offset = ((size - new_size[0]) // 2, (size - new_size[1]) // 2)
     canvas.alpha_composite(resized, offset)
@@ -91,7 +97,7 @@ def from_grey_array(pixels: np.ndarray, size: int) -> Image.Image:
     grey = Image.fromarray(255 - pixels.astype(np.uint8), mode="L")
     rgba = grey.convert("RGBA")
     rgba.putalpha(Image.fromarray(pixels.astype(np.uint8), mode="L"))
-    return flatten(fit_on_canvas(rgba, size))
+    return flatten(fit_on_canvas(rgba, size, alpha_power=3))
 
 
 def outline_of_grey_array(pixels: np.ndarray, size: int) -> Image.Image:
@@ -99,7 +105,7 @@ def outline_of_grey_array(pixels: np.ndarray, size: int) -> Image.Image:
     grey = Image.fromarray(255 - pixels.astype(np.uint8), mode="L")
     rgba = grey.convert("RGBA")
     rgba.putalpha(Image.fromarray(pixels.astype(np.uint8), mode="L"))
-    return edge_sketch(fit_on_canvas(rgba, size))
+    return edge_sketch(fit_on_canvas(rgba, size, alpha_power=3))
 
 
 def ink_fraction(image: Image.Image) -> float:
