@@ -32,8 +32,8 @@ def add_weights_option(parser: argparse.ArgumentParser) -> None:
         "--weights",
         default="auto",
         choices=("auto", "averaged", "final"),
-        help="which weights of --run to load; auto (the default) takes averaged when the run "
-        "has them, else final",
+        help="which weights of --run to load; auto (the default) takes the weights the run "
+        "reports: averaged for methods that average, else final",
     )
 
 

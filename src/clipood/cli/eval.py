@@ -65,6 +65,7 @@ def load_for_eval(args: argparse.Namespace):
         raise ValueError(f"{args.run} does not record its dataset; pass --data")
     targets = args.target or ([settings["target"]] if settings.get("target") else None)
     model = load_run_model(args.run, args.weights, args.device)
+    print(f"evaluating {args.run} with its {resolve_weights(args.run, args.weights)} weights")
     return model, description["classnames"], Path(data), targets
 
 

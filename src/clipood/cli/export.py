@@ -29,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipood.engine.checkpoint import load_run_model
+    from clipood.engine.checkpoint import load_run_model, resolve_weights
     from clipood.fileio import apply_default_permissions
 
     if args.output.exists() and not args.output.is_dir():
@@ -37,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
     model = load_run_model(args.run, weights=args.weights, device="cpu")
     written = model.export(model.image_encoder.state_dict(), args.output)
     apply_default_permissions(Path(written))
-    print(f"exported {model.spec} with {args.weights} weights to {written}")
+    weights = resolve_weights(args.run, args.weights)
+    print(f"exported {model.spec} with the run's {weights} weights to {written}")
     return 0

@@ -59,11 +59,20 @@ def read_model_description(run_dir: Path) -> dict:
 
 
 def resolve_weights(run_dir: Path, weights: str = "auto") -> str:
-    """Return which weights to load. ``auto`` takes ``averaged`` when the run folder has
-    that file (methods that average or interpolate write it), else ``final``."""
+    """Return which weights to load.
+
+    ``auto`` takes the weights a finished run reports (``reported_weights`` in its
+    ``summary.json``), so a missing file is an error rather than a silent switch to
+    other weights. For a run without a summary it takes ``averaged`` when that file
+    exists (methods that average or interpolate write it), else ``final``.
+    """
     run = RunFolder(Path(run_dir))
     if weights != "auto":
         return weights
+    if run.summary.is_file():
+        reported = read_json(run.summary).get("reported_weights")
+        if reported in ("averaged", "final"):
+            return reported
     if run.weights("averaged").is_file():
         return "averaged"
     return "final"

@@ -366,7 +366,7 @@ def check_same_settings(saved: TrainConfig, current: TrainConfig, path: Path) ->
         )
         raise ValueError(
             f"cannot resume from {path}: the settings differ ({details}); use another "
-            f"output folder or start over without resuming"
+            f"output folder or start over with --no-resume (resume=False in Python)"
         )
 
 
