@@ -58,7 +58,7 @@ def prepare(settings: DemoSettings):
     from clipood.models.offline import build_offline_model
 
     cache = settings.cache_dir or default_cache()
-    logger.info("step 1/3: offline model (built once, about a minute and a half)")
+    logger.info("step 1/3: offline model (built once and cached; minutes on a CPU)")
     build_offline_model(settings.cache_dir, quick=settings.quick_model)
     logger.info("step 2/3: %s benchmark at %d px", BENCHMARK, settings.image_size)
     root = settings.data_root or cache / "benchmarks"
