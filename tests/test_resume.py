@@ -11,6 +11,8 @@ from conftest import build_tiny_model
 from clipood.data.domainbed import load_domainbed
 from clipood.engine import TrainConfig, fit
 from clipood.engine.checkpoint import load_training_state
+from clipood.engine.run_folder import RunFolder
+from clipood.engine.train import check_resumable
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -120,3 +122,26 @@ def test_no_resume_starts_over(data, tmp_path):
     assert steps_run == [1, 2, 3, 4, 5, 6]
     for name, value in first.final_state.items():
         assert torch.equal(again.final_state[name], value), name
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_damaged_checkpoint_named_in_error(data, tmp_path, damage):
+    dataset, groups, _ = data
+    with pytest.raises(Interrupted):
+        fit(
+            build_tiny_model(),
+            groups,
+            dataset.classnames,
+            resume_config(),
+            tmp_path,
+            on_step=interrupt_at(4),
+        )
+    checkpoint = RunFolder(tmp_path).checkpoint
+    content = checkpoint.read_bytes()
+    checkpoint.write_bytes(b"" if damage == "empty" else content[: len(content) // 2])
+    with pytest.raises(ValueError, match="cannot read the checkpoint") as info:
+        check_resumable(tmp_path, resume_config())
+    assert str(checkpoint) in str(info.value)
+    assert "--no-resume" in str(info.value)
+    with pytest.raises(ValueError, match="the file is damaged"):
+        fit(build_tiny_model(), groups, dataset.classnames, resume_config(), tmp_path)

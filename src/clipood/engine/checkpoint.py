@@ -8,6 +8,7 @@ number generator states are stored as tensors), so it loads with
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -147,6 +148,16 @@ def save_training_state(state: dict, path: Path) -> None:
     write_atomic(path, lambda temporary: torch.save(state, temporary))
 
 
-def load_training_state(path: Path) -> dict:
-    """Load ``checkpoint/last.pt`` with ``weights_only=True`` (no arbitrary pickles)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_training_state(path: Path, mmap: bool = False) -> dict:
+    """Load ``checkpoint/last.pt`` with ``weights_only=True`` (no arbitrary pickles).
+
+    Raises ValueError naming the file if it is empty, truncated or not a torch checkpoint,
+    for example after a crash or a full disk.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise ValueError(
+            f"cannot read the checkpoint {path} ({type(err).__name__}: {err}); the file is "
+            "damaged. Delete it to start this run over, or start over with --no-resume"
+        ) from err

@@ -358,12 +358,8 @@ class Trainer:
 
 
 def check_same_settings(saved: TrainConfig, current: TrainConfig, path: Path) -> None:
-    differences = saved.result_differences(current)
-    if differences:
-        details = ", ".join(
-            f"{name}: saved {getattr(saved, name)!r}, now {getattr(current, name)!r}"
-            for name in differences
-        )
+    details = saved.describe_differences(current)
+    if details:
         raise ValueError(
             f"cannot resume from {path}: the settings differ ({details}); use another "
             f"output folder or start over with --no-resume (resume=False in Python)"
@@ -379,7 +375,7 @@ def check_resumable(run_dir: Path | str, config: TrainConfig) -> None:
     run = RunFolder(Path(run_dir))
     if not run.checkpoint.is_file():
         return
-    state = torch.load(run.checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    state = load_training_state(run.checkpoint, mmap=True)
     check_same_settings(TrainConfig.from_dict(state["config"]), config, run.checkpoint)
 
 
