@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from clipood.cli.config import apply_config
 from clipood.cli.main import build_parser
 from clipood.experiments.domain_shift import run_domain_shift
+from clipood.experiments.in_the_wild import load_multi_domain
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -77,6 +78,28 @@ def test_domain_shift_run_folder(tiny_domainbed, tmp_path):
     # A finished run folder is returned as is.
     again = run_domain_shift(build_tiny_model(), tiny_domainbed, "sketch", "clipood", 1, run)
     assert again == summary
+
+
+def test_manifest_run_records_csv_path(tiny_domainbed, tmp_path):
+    torch.set_num_threads(1)
+    manifest = tmp_path / "images.csv"
+    rows = ["path,label,domain"] + [
+        f"{image},{image.parent.name},{image.parent.parent.name}"
+        for image in sorted(tiny_domainbed.glob("*/*/*.png"))
+    ]
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    overrides = {"steps": 2, "batch_size": 3, "lr": 1e-3}
+    summary = run_domain_shift(
+        build_tiny_model(), manifest, "sketch", "erm", seed=0, run_dir=run, overrides=overrides
+    )
+    # eval reads the dataset back from these records, so they name the CSV, not its folder.
+    assert summary["dataset_root"] == str(manifest)
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"] == str(manifest)
+    reloaded = load_multi_domain(summary["dataset_root"])
+    assert reloaded.source == manifest
+    assert sorted(reloaded.domains) == ["clipart", "photo", "sketch"]
+    assert len(reloaded.domains["sketch"]) == summary["counts"]["test"]
 
 
 def test_wise_ft_writes_interpolated_weights(tiny_domainbed, tmp_path):
@@ -297,3 +320,11 @@ def test_rejected_rerun_leaves_run_folder_unchanged(tiny_domainbed, tmp_path):
     bad_device = clipood(*common, "--lr", "0.001", "--average-device", "nowhere")
     assert_usage_error(bad_device, "invalid average_device 'nowhere'")
     assert folder_contents(run) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cli_cuda_without_gpu_is_usage_error(tmp_path):
+    result = clipood("eval", "--run", str(tmp_path / "run"), "--device", "cuda")
+    assert result.returncode == 2
+    assert "clipood eval: error: --device 'cuda' needs a CUDA GPU" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -15,6 +15,7 @@ from clipood.averaging import beta_weights
 from clipood.data.domainbed import load_domainbed
 from clipood.data.samples import ImageSample
 from clipood.engine import TrainConfig, fit
+from clipood.engine.config import check_device
 from clipood.engine.distributed import DistributedContext
 from clipood.engine.optim import build_scheduler, cosine_factor, parameter_groups
 from clipood.engine.sampling import BalancedBatchSampler, check_batch_size
@@ -268,3 +269,15 @@ def test_cosine_schedule_values():
     np.testing.assert_allclose(rates, [2.0 * cosine_factor(s, 4, 0) for s in range(4)])
     with pytest.raises(ValueError, match="warmup_steps"):
         build_scheduler(optimizer, 4, 4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_device_without_gpu_rejected():
+    with pytest.raises(ValueError, match="'cuda' needs a CUDA GPU") as info:
+        check_device("device", "cuda", available=True)
+    assert "use --device cpu" in str(info.value)
+    with pytest.raises(ValueError, match="'cuda:1' needs a CUDA GPU"):
+        check_device("device", "cuda:1", available=True)
+    check_device("device", "cpu", available=True)
+    # Settings of a GPU recipe still validate on a machine without one.
+    TrainConfig(device="cuda").validate()

@@ -70,11 +70,12 @@ def load_for_eval(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipood.data.domainbed import check_target, load_domainbed
+    from clipood.data.domainbed import check_target
     from clipood.engine.evaluate import evaluate
+    from clipood.experiments.in_the_wild import load_multi_domain
 
     model, trained_classes, data_root, targets = load_for_eval(args)
-    dataset = load_domainbed(data_root)
+    dataset = load_multi_domain(data_root)
     if trained_classes is not None and trained_classes != dataset.classnames:
         raise ValueError(
             f"the classes of {data_root} {dataset.classnames} differ from the run's "

@@ -21,6 +21,7 @@ import yaml
 from clipood import __version__
 from clipood.cli.config import apply_config
 from clipood.data.samples import ImageDecodeError
+from clipood.engine.config import check_device
 
 logger = logging.getLogger("clipood.cli")
 
@@ -102,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         args = apply_config(parser, args, argv)
+        if getattr(args, "device", None) is not None:
+            check_device("--device", args.device, available=True)
         return int(args._run(args) or 0)
     except (*USER_ERRORS, yaml.YAMLError) as err:
         if args.verbose:

@@ -46,6 +46,13 @@ class MultiDomainDataset:
     root: Path
     classnames: list[str]
     domains: dict[str, list[ImageSample]]
+    # The CSV manifest the samples were read from; None for a DomainBed folder.
+    source: Path | None = None
+
+    @property
+    def location(self) -> Path:
+        """The path that loads this dataset again: the CSV manifest or the root folder."""
+        return self.source or self.root
 
 
 def known_dataset(root: Path) -> str | None:

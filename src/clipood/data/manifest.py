@@ -33,6 +33,8 @@ class LabelledImages:
     root: Path
     classnames: list[str]
     samples: list[ImageSample]
+    # The CSV manifest the samples were read from; None for an image folder.
+    source: Path | None = None
 
     @property
     def domains(self) -> list[str]:
@@ -45,11 +47,13 @@ class LabelledImages:
 
         if not self.domains:
             raise ValueError(
-                f"{self.root} has no domain column; add a 'domain' column to the CSV manifest "
+                f"{self.source or self.root} has no domain column; add a 'domain' column to the CSV manifest "
                 f"to use it with the domain-shift or in-the-wild protocol"
             )
         domains = {name: [s for s in self.samples if s.domain == name] for name in self.domains}
-        return MultiDomainDataset(root=self.root, classnames=self.classnames, domains=domains)
+        return MultiDomainDataset(
+            root=self.root, classnames=self.classnames, domains=domains, source=self.source
+        )
 
 
 def load_labelled_images(
@@ -106,7 +110,7 @@ def load_manifest(path: Path | str, classnames: Sequence[str] | None = None) -> 
     if not rows:
         raise ValueError(f"CSV manifest {path} lists no images")
     _check_files([image for image, _, _ in rows], path)
-    return _build(path.parent, rows, classnames)
+    return _build(path.parent, rows, classnames, source=path)
 
 
 def _rows(reader: csv.DictReader):
@@ -138,7 +142,10 @@ def _check_files(images: list[Path], source: Path) -> None:
 
 
 def _build(
-    root: Path, rows: list[tuple[Path, str, str]], classnames: Sequence[str] | None
+    root: Path,
+    rows: list[tuple[Path, str, str]],
+    classnames: Sequence[str] | None,
+    source: Path | None = None,
 ) -> LabelledImages:
     counts = Counter(label for _, label, _ in rows)
     if classnames is None:
@@ -155,4 +162,4 @@ def _build(
         )
     index = {name: label for label, name in enumerate(classnames)}
     samples = [ImageSample(image, index[label], domain) for image, label, domain in rows]
-    return LabelledImages(root=root, classnames=classnames, samples=samples)
+    return LabelledImages(root=root, classnames=classnames, samples=samples, source=source)

@@ -138,14 +138,47 @@ class TrainConfig:
         mine, theirs = self.to_dict(), other.to_dict()
         return [k for k in mine if k not in NON_RESULT_FIELDS and mine[k] != theirs[k]]
 
+    def describe_differences(self, other: TrainConfig) -> str:
+        """List the weight-changing settings that differ, as ``name: saved X, now Y``;
+        ``self`` is the saved side. Empty if none differ."""
+        return ", ".join(
+            f"{name}: saved {getattr(self, name)!r}, now {getattr(other, name)!r}"
+            for name in self.result_differences(other)
+        )
 
-def check_device(name: str, value: str | None) -> None:
-    """Raise ValueError unless ``value`` is ``None`` or a device string torch accepts."""
+
+def check_device(name: str, value: str | None, available: bool = False) -> None:
+    """Raise ValueError unless ``value`` is ``None`` or a device string torch accepts and,
+    with ``available``, a device this machine has. Settings checks leave ``available``
+    off, so a recipe for a GPU machine still resolves on a CPU-only one."""
     if value is None:
         return
     try:
-        torch.device(value)
+        device = torch.device(value)
     except RuntimeError as err:
         raise ValueError(
             f"invalid {name} {value!r}; use a torch device such as cpu, cuda or cuda:1"
         ) from err
+    if available:
+        check_device_available(name, device)
+
+
+def check_device_available(name: str, device: torch.device) -> None:
+    """Raise ValueError if ``device`` is a CUDA or MPS device that this machine lacks."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"{name} {str(device)!r} needs a CUDA GPU, but torch finds none on this "
+                "machine; use --device cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"{name} {str(device)!r} is not available: torch finds {count} CUDA "
+                f"device(s), cuda:0 to cuda:{count - 1}"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"{name} {str(device)!r} needs Apple's MPS backend, which torch does not find "
+            "on this machine; use --device cpu"
+        )

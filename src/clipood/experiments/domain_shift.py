@@ -129,7 +129,7 @@ def run_domain_shift(
     run.model.image_encoder.load_state_dict(states.get("final", pretrained))
     summary = {
         **run.describe(),
-        "dataset_root": str(data.root),
+        "dataset_root": str(data.location),
         "target": target,
         "sources": [d for d in data.domains if d != target],
         "counts": {
@@ -195,7 +195,7 @@ def log_test_records(folder: RunFolder, steps: int, test: dict[str, dict]) -> No
 def default_record(run: ProtocolRun, data: MultiDomainDataset, target: str) -> dict:
     return {
         **run.describe(),
-        "data": str(data.root),
+        "data": str(data.location),
         "target": target,
         "train": run.config.to_dict(),
     }
