@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from conftest import build_tiny_model, write_tiny_domainbed
 
 from clipood.experiments import runner
@@ -18,6 +19,9 @@ from clipood.experiments.tables import (
     to_csv,
     to_markdown,
 )
+from clipood.models.base import ModelSpec
+
+TINY_SPEC = ModelSpec("tiny", "tiny")
 
 
 def record(protocol, dataset, target, method, seed, **metrics):
@@ -198,7 +202,9 @@ def test_grid_expansion_and_folders(tmp_path):
 def test_runner_skips_finished_runs(tmp_path):
     config = wild_config(tmp_path)
     factory = CountingFactory()
-    report = runner.run_experiment(config, model_factory=factory, progress=False)
+    report = runner.run_experiment(
+        config, model_spec=TINY_SPEC, model_factory=factory, progress=False
+    )
     assert report.finished == 4
     assert report.failed == []
     assert factory.calls == 1
@@ -210,7 +216,9 @@ def test_runner_skips_finished_runs(tmp_path):
     before = snapshot(config.output / "in_the_wild")
 
     second = CountingFactory()
-    again = runner.run_experiment(config, model_factory=second, progress=False)
+    again = runner.run_experiment(
+        config, model_spec=TINY_SPEC, model_factory=second, progress=False
+    )
     assert again.skipped == 4
     assert again.finished == 0
     assert second.calls == 0
@@ -218,21 +226,68 @@ def test_runner_skips_finished_runs(tmp_path):
     assert len(load_results(config.output)) == 4
 
 
+def test_repeated_grid_entries_run_once(tmp_path):
+    config = wild_config(tmp_path, seeds=[0, 0, 1], methods=["erm", "erm"], targets=["sketch"] * 2)
+    runs = runner.expand_grid(config)
+    assert [(r.target, r.method, r.seed) for r in runs] == [
+        ("sketch", "erm", 0),
+        ("sketch", "erm", 1),
+    ]
+    with pytest.raises(ValueError, match=r"seeds must be >= 0, got \[-1\]"):
+        wild_config(tmp_path, seeds=[0, -1])
+
+
+def test_rerun_with_other_settings_rejected(tmp_path):
+    config = wild_config(tmp_path, methods=["erm"], seeds=[0])
+    runner.run_experiment(
+        config, model_spec=TINY_SPEC, model_factory=build_tiny_model, progress=False
+    )
+    changed = wild_config(tmp_path, methods=["erm"], seeds=[0], overrides={**FAST, "steps": 3})
+    factory = CountingFactory()
+    expected = r"contains a run trained with other settings \(steps: saved 2, now 3\)"
+    with pytest.raises(ValueError, match=expected):
+        runner.run_experiment(changed, model_spec=TINY_SPEC, model_factory=factory, progress=False)
+    assert factory.calls == 0
+    # An interrupted run (checkpoint, no summary) is checked against its checkpoint.
+    run_dir = runner.expand_grid(config)[0].folder(config.output)
+    (run_dir / "summary.json").unlink()
+    with pytest.raises(ValueError, match=expected):
+        runner.check_grid(changed, runner.expand_grid(changed), TINY_SPEC)
+    # The same settings still resume and finish.
+    report = runner.run_experiment(
+        config, model_spec=TINY_SPEC, model_factory=build_tiny_model, progress=False
+    )
+    assert report.finished == 1
+    assert report.failed == []
+
+
+def test_per_run_settings_not_overridable(tmp_path):
+    for name, value in (("seed", 5), ("device", "cpu")):
+        config = wild_config(tmp_path, overrides={**FAST, name: value})
+        with pytest.raises(ValueError, match=f"'{name}' cannot be overridden"):
+            runner.check_grid(config, runner.expand_grid(config))
+    assert not (tmp_path / "out").exists()
+
+
 def test_failed_run_recorded_and_others_continue(tmp_path):
     # A batch larger than a source's base-class images fails each training run as it
     # starts: the data, not the settings, decides that, so the grid itself is valid.
     config = wild_config(tmp_path, methods=["erm"], overrides={**FAST, "batch_size": 50})
     good = wild_config(tmp_path, methods=["zeroshot"])
-    report = runner.run_experiment(config, model_factory=build_tiny_model, progress=False)
+    report = runner.run_experiment(
+        config, model_spec=TINY_SPEC, model_factory=build_tiny_model, progress=False
+    )
     assert len(report.failed) == 2
-    runner.run_experiment(good, model_factory=build_tiny_model, progress=False)
+    runner.run_experiment(
+        good, model_spec=TINY_SPEC, model_factory=build_tiny_model, progress=False
+    )
     records = load_results(config.output)
     statuses = sorted((r["method"], r["status"]) for r in records)
     assert statuses == [("erm", "error"), ("erm", "error"), ("zeroshot", "ok"), ("zeroshot", "ok")]
     error = next(r for r in records if r["status"] == "error")
     assert "batch_size 50 is larger than" in error["error"]
     with pytest.raises(ValueError, match="batch_size 50 is larger than"):
-        runner.run_experiment(config, model_factory=build_tiny_model, progress=False,
+        runner.run_experiment(config, model_spec=TINY_SPEC, model_factory=build_tiny_model, progress=False,
                               fail_fast=True)  # fmt: skip
 
 
@@ -240,7 +295,7 @@ def test_invalid_setting_rejected_before_any_run(tmp_path):
     config = wild_config(tmp_path, methods=["erm"], overrides={**FAST, "margin": -1.0})
     factory = CountingFactory()
     with pytest.raises(ValueError, match="margin must be a finite number >= 0, got -1.0"):
-        runner.run_experiment(config, model_factory=factory, progress=False)
+        runner.run_experiment(config, model_spec=TINY_SPEC, model_factory=factory, progress=False)
     assert factory.calls == 0
     assert not config.output.exists()
 
@@ -257,7 +312,9 @@ def test_unknown_setting_key_lists_valid_ones(tmp_path):
 def test_unknown_target_lists_domains(tmp_path):
     config = wild_config(tmp_path, targets=["sketch", "painting"])
     with pytest.raises(ValueError, match="unknown target domain 'painting'") as info:
-        runner.run_experiment(config, model_factory=CountingFactory(), progress=False)
+        runner.run_experiment(
+            config, model_spec=TINY_SPEC, model_factory=CountingFactory(), progress=False
+        )
     # PACS is a registry name, so its domains come from the registry.
     assert "art_painting, cartoon, photo, sketch" in str(info.value)
     assert not config.output.exists()
@@ -285,7 +342,9 @@ def test_model_defaults_to_offline(tmp_path):
 
 def test_results_table_from_runner(tmp_path):
     config = wild_config(tmp_path, methods=["zeroshot"])
-    runner.run_experiment(config, model_factory=build_tiny_model, progress=False)
+    runner.run_experiment(
+        config, model_spec=TINY_SPEC, model_factory=build_tiny_model, progress=False
+    )
     from clipood.experiments.tables import write_tables
 
     markdown, markdown_path, csv_path = write_tables(config.output)
@@ -323,7 +382,9 @@ def test_cli_dry_run_and_table(tmp_path):
     import sys
 
     config = wild_config(tmp_path, methods=["zeroshot"])
-    runner.run_experiment(config, model_factory=build_tiny_model, progress=False)
+    runner.run_experiment(
+        config, model_spec=TINY_SPEC, model_factory=build_tiny_model, progress=False
+    )
     common = [sys.executable, "-c", CLI_SCRIPT, "experiment"]
     dry = subprocess.run(
         [*common, "run", "--model", "offline", "--output", str(config.output),
@@ -373,6 +434,10 @@ def test_cli_dry_run_checks_settings_and_targets(tmp_path):
     assert bad_value.returncode == 2, bad_value.stderr
     assert "lr must be a number, got 'abc'" in bad_value.stderr
 
+    no_value = run_experiment_cli(*common, "--targets", "photo", "--set", "steps", "--dry-run")
+    assert no_value.returncode == 2, no_value.stderr
+    assert "clipood experiment: error: --set 'steps': expected KEY=VALUE" in no_value.stderr
+
     bad_target = run_experiment_cli(*common, "--targets", "photo", "painting", "--dry-run")
     assert bad_target.returncode == 2, bad_target.stderr
     assert "unknown target domain 'painting'" in bad_target.stderr
@@ -383,3 +448,14 @@ def test_cli_dry_run_checks_settings_and_targets(tmp_path):
     assert real.returncode == 2, real.stderr
     assert "unknown target domain 'painting'" in real.stderr
     assert not output.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_grid_checked_but_not_run_without_gpu(tmp_path):
+    config = wild_config(tmp_path, device="cuda")
+    runner.check_grid(config, runner.expand_grid(config), TINY_SPEC)
+    factory = CountingFactory()
+    with pytest.raises(ValueError, match="device 'cuda' needs a CUDA GPU"):
+        runner.run_experiment(config, model_spec=TINY_SPEC, model_factory=factory, progress=False)
+    assert factory.calls == 0
+    assert not config.output.exists()

@@ -65,13 +65,15 @@ def test_domain_table_final_row_averages_over_targets():
 
 def test_runner_records_final_weights_of_averaging_runs(tmp_path):
     from conftest import build_tiny_model
-    from test_runner import wild_config
+    from test_runner import TINY_SPEC, wild_config
 
     from clipood.experiments import runner
     from clipood.experiments.tables import load_results, write_tables
 
     config = wild_config(tmp_path, methods=["erm", "clipood"], seeds=[0])
-    runner.run_experiment(config, model_factory=build_tiny_model, progress=False)
+    runner.run_experiment(
+        config, model_spec=TINY_SPEC, model_factory=build_tiny_model, progress=False
+    )
     records = {r["method"]: r for r in load_results(config.output)}
     assert "final_metrics" not in records["erm"]
     clipood = records["clipood"]

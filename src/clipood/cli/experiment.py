@@ -129,9 +129,9 @@ def build_config(args: argparse.Namespace) -> runner.ExperimentConfig:
              "device": args.device, "methods": args.methods, "seeds": args.seeds}  # fmt: skip
     data.update({k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v})
     if args.set:
-        data["overrides"] = {**(data.get("overrides") or {}), **parse_settings(args.set)}
+        data["overrides"] = {**(data.get("overrides") or {}), **parse_settings(args.set, "--set")}
     if args.model_option:
-        options = parse_settings(args.model_option)
+        options = parse_settings(args.model_option, "--model-option")
         data["model_options"] = {**(data.get("model_options") or {}), **options}
     if args.no_zeroshot_eval:
         data["eval_zeroshot"] = False
@@ -139,7 +139,7 @@ def build_config(args: argparse.Namespace) -> runner.ExperimentConfig:
         data["skip_missing"] = True
     if args.dataset:
         if not args.protocol:
-            raise SystemExit("--dataset needs --protocol (domain_shift, open_class, in_the_wild)")
+            raise ValueError("--dataset needs --protocol (domain_shift, open_class, in_the_wild)")
         data.pop("experiments", None)
         data.update(protocol=args.protocol, datasets=args.dataset)
     _apply_block_flags(data, args)
@@ -155,13 +155,13 @@ def _apply_block_flags(data: dict, args: argparse.Namespace) -> None:
             block["shots"] = args.shots
 
 
-def parse_settings(items: list[str]) -> dict:
+def parse_settings(items: list[str], flag: str) -> dict:
     """Parse ``KEY=VALUE`` pairs; values are read as YAML scalars (numbers, booleans)."""
     settings = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=5e-6")
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE, e.g. --set lr=5e-6")
         settings[key.strip().replace("-", "_")] = _scalar(value)
     return settings
 

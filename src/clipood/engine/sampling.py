@@ -50,8 +50,8 @@ def check_batch_size(
         raise ValueError(
             f"batch_size {batch_size} is larger than the {size} training images of "
             f"{_group_name(groups, smallest)}, the smallest training group; each step draws "
-            f"batch_size images from every group, so pass --batch-size {size} or lower (or "
-            f"set batch_size in the configuration file or the experiment's overrides)"
+            f"batch_size images from every group, so set it to {size} or lower "
+            f"(clipood train --batch-size {size}, or --set batch_size={size} for a grid)"
         )
     if batch_size % world_size:
         raise ValueError(

@@ -1,10 +1,11 @@
 """Run a grid of protocol x dataset x target x method x seed, one folder per run.
 
 Each run writes ``OUT/<protocol>/<dataset>/<target>/<method>/seed<k>/``. A run whose
-``summary.json`` exists is skipped; an interrupted one resumes from its checkpoint
-through the engine. After every run ``OUT/results.jsonl`` is rewritten atomically from
-all run folders under ``OUT``: one record per finished run (from ``summary.json``) or
-failed run (from ``error.json``), so the file never misses or duplicates a run.
+``summary.json`` exists is skipped and an interrupted one resumes from its checkpoint
+through the engine, both only if their saved settings match the grid's. After every
+run ``OUT/results.jsonl`` is rewritten atomically from all run folders under ``OUT``:
+one record per finished run (from ``summary.json``) or failed run (from
+``error.json``), so the file never misses or duplicates a run.
 
 Experiment file (YAML), every key optional except ``output`` and the grid::
 
@@ -45,10 +46,18 @@ from tqdm.auto import tqdm
 
 from clipood.data.coop import is_coop_dataset
 from clipood.data.domainbed import DOMAINBED_DATASETS
-from clipood.engine.run_folder import write_json_atomic, write_text_atomic
+from clipood.engine.checkpoint import load_training_state
+from clipood.engine.config import TrainConfig, check_device
+from clipood.engine.run_folder import RunFolder, write_json_atomic, write_text_atomic
 from clipood.experiments.methods import METHODS
-from clipood.experiments.protocol_run import DEFAULT_MODEL, fresh_copy, train_config_for
-from clipood.models.base import ImageTextModel
+from clipood.experiments.protocol_run import (
+    DEFAULT_MODEL,
+    check_no_per_run_overrides,
+    fresh_copy,
+    method_settings,
+    train_config_for,
+)
+from clipood.models.base import ImageTextModel, ModelSpec
 from clipood.models.loading import load_model, parse_model_spec
 
 log = logging.getLogger(__name__)
@@ -157,6 +166,9 @@ def parse_experiment(data: Mapping[str, object], source: str = "experiment") -> 
     model = str(data.get("model") or DEFAULT_MODEL)
     parse_model_spec(model)
     seeds = tuple(int(s) for s in _as_list(data.get("seeds", [0])))
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise ValueError(f"{source}: seeds must be >= 0, got {negative}")
     methods = tuple(_as_list(data.get("methods", ["clipood"])))
     blocks_data = data.get("experiments") or [
         {k: data[k] for k in ("protocol", "datasets", "targets", "shots") if k in data}
@@ -277,21 +289,26 @@ def expand_grid(config: ExperimentConfig) -> list[PlannedRun]:
                 targets = targets or known_domains(entry, config.data_root)
             overrides = {**config.overrides, **block.overrides, **entry.overrides}
             shots = int(entry.shots or block.shots)
-            for target in targets:
-                for method in block.methods:
-                    for seed in block.seeds:
+            # dict.fromkeys drops repeated targets, methods and seeds but keeps the order.
+            for target in dict.fromkeys(targets):
+                for method in dict.fromkeys(block.methods):
+                    for seed in dict.fromkeys(block.seeds):
                         runs.append(PlannedRun(block.protocol, entry, target, method, seed,
                                                overrides, shots))  # fmt: skip
     return runs
 
 
-def check_grid(config: ExperimentConfig, runs: Sequence[PlannedRun]) -> None:
-    """Raise ValueError naming the first unknown target domain or invalid training
-    setting among ``runs``, so a bad grid fails before any run folder is written.
+def check_grid(
+    config: ExperimentConfig, runs: Sequence[PlannedRun], model_spec: ModelSpec | None = None
+) -> None:
+    """Raise ValueError naming the first unknown target domain, invalid training setting
+    or run folder trained with other settings among ``runs``, so a bad grid fails before
+    any run folder is written.
 
+    ``model_spec`` is the model whose defaults the runs use (default: ``config.model``).
     Reads no images: domains come from the registries or the dataset's folder listing.
     """
-    spec = parse_model_spec(config.model)
+    spec = model_spec or parse_model_spec(config.model)
     domains: dict[tuple[str, str | None], list[str]] = {}
     for run in runs:
         if run.protocol != "open_class":
@@ -304,13 +321,43 @@ def check_grid(config: ExperimentConfig, runs: Sequence[PlannedRun]) -> None:
                     f"available domains: {', '.join(domains[key])}"
                 )
         try:
-            train_config_for(spec, run.protocol, run.dataset.name, run.method, run.seed,
-                             run.overrides, config.device)  # fmt: skip
+            check_no_per_run_overrides(run.overrides)
+            train_config = train_config_for(spec, run.protocol, run.dataset.name, run.method,
+                                            run.seed, run.overrides, config.device)  # fmt: skip
         except ValueError as err:
             raise ValueError(
                 f"invalid training settings for {run.protocol}/{run.dataset.name} "
                 f"({run.method}): {err}; fix --set or the 'overrides' of the experiment file"
             ) from err
+        if method_settings(run.method).loss is not None:
+            check_same_as_saved(run.folder(config.output), train_config)
+
+
+def check_same_as_saved(folder: Path, train_config: TrainConfig) -> None:
+    """Raise ValueError if the run in ``folder``, finished or interrupted, was trained
+    with settings that change the weights, so a rerun never reports old results under
+    new settings or resumes a checkpoint made with other ones."""
+    saved = saved_train_config(folder)
+    details = saved.describe_differences(train_config) if saved else ""
+    if details:
+        raise ValueError(
+            f"run folder {folder} contains a run trained with other settings ({details}); use "
+            "another --output, change the settings back, or delete that folder to run it "
+            "again with these settings"
+        )
+
+
+def saved_train_config(folder: Path) -> TrainConfig | None:
+    """Return the settings of the run in ``folder``, from its summary if it finished or
+    its checkpoint if it was interrupted, or None if it has neither."""
+    summary = folder / "summary.json"
+    if summary.is_file():
+        saved = json.loads(summary.read_text(encoding="utf-8")).get("train_config")
+        return TrainConfig.from_dict(saved) if saved else None
+    checkpoint = RunFolder(folder).checkpoint
+    if checkpoint.is_file():
+        return TrainConfig.from_dict(load_training_state(checkpoint, mmap=True)["config"])
+    return None
 
 
 # --- running ------------------------------------------------------------------------
@@ -355,15 +402,18 @@ def run_experiment(
     *,
     fail_fast: bool = False,
     model_factory: Callable[[], ImageTextModel] | None = None,
+    model_spec: ModelSpec | None = None,
     progress: bool | None = None,
 ) -> GridReport:
     """Run every planned run not finished yet; record failures and go on unless ``fail_fast``.
 
     The pretrained model is loaded once (``model_factory`` or ``load_model``) and each run
-    trains a deep copy of it.
+    trains a deep copy of it. ``model_spec`` names the model ``model_factory`` builds, so
+    its defaults are used when the grid is checked.
     """
     runs = expand_grid(config)
-    check_grid(config, runs)
+    check_grid(config, runs, model_spec)
+    check_device("device", config.device, available=True)
     config.output.mkdir(parents=True, exist_ok=True)
     report = GridReport()
     pretrained: ImageTextModel | None = None
