@@ -85,7 +85,8 @@ def test_resume_is_bit_identical(data, tmp_path):
     assert [json.loads(x)["step"] for x in lines_b] == [json.loads(x)["step"] for x in lines_a]
 
 
-def test_resume_rejects_changed_settings(data, tmp_path):
+def train_until_interrupted(data, run_dir) -> None:
+    """Train with ``resume_config()`` and stop after step 4, leaving a checkpoint."""
     dataset, groups, _ = data
     with pytest.raises(Interrupted):
         fit(
@@ -93,9 +94,14 @@ def test_resume_rejects_changed_settings(data, tmp_path):
             groups,
             dataset.classnames,
             resume_config(),
-            tmp_path,
+            run_dir,
             on_step=interrupt_at(4),
         )
+
+
+def test_resume_rejects_changed_settings(data, tmp_path):
+    dataset, groups, _ = data
+    train_until_interrupted(data, tmp_path)
     with pytest.raises(ValueError, match=r"lr: saved 0\.001, now 0\.002"):
         fit(build_tiny_model(), groups, dataset.classnames, resume_config(lr=2e-3), tmp_path)
     # Settings that do not shape the weights may change.
@@ -127,15 +133,7 @@ def test_no_resume_starts_over(data, tmp_path):
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
 def test_damaged_checkpoint_named_in_error(data, tmp_path, damage):
     dataset, groups, _ = data
-    with pytest.raises(Interrupted):
-        fit(
-            build_tiny_model(),
-            groups,
-            dataset.classnames,
-            resume_config(),
-            tmp_path,
-            on_step=interrupt_at(4),
-        )
+    train_until_interrupted(data, tmp_path)
     checkpoint = RunFolder(tmp_path).checkpoint
     content = checkpoint.read_bytes()
     checkpoint.write_bytes(b"" if damage == "empty" else content[: len(content) // 2])
