@@ -47,8 +47,8 @@ class LabelledImages:
 
         if not self.domains:
             raise ValueError(
-                f"{self.source or self.root} has no domain column; add a 'domain' column to the CSV manifest "
-                f"to use it with the domain-shift or in-the-wild protocol"
+                f"{self.source or self.root} has no domain column; add a 'domain' column to "
+                f"the CSV manifest to use it with the domain-shift or in-the-wild protocol"
             )
         domains = {name: [s for s in self.samples if s.domain == name] for name in self.domains}
         return MultiDomainDataset(

@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, ImageTextModel], None]
 
-__all__ = ["FitResult", "TrainConfig", "check_resumable", "fit"]
+__all__ = ["FitResult", "TrainConfig", "check_resumable", "checkpoint_config", "fit"]
 
 
 @dataclass
@@ -368,15 +368,21 @@ def check_same_settings(saved: TrainConfig, current: TrainConfig, path: Path) ->
 
 def check_resumable(run_dir: Path | str, config: TrainConfig) -> None:
     """Raise ValueError if ``run_dir`` contains a checkpoint whose weight-shaping settings
-    differ from ``config``, so a run can be rejected before it writes to that folder.
+    differ from ``config``, so a run can be rejected before it writes to that folder."""
+    saved = checkpoint_config(run_dir)
+    if saved is not None:
+        check_same_settings(saved, config, RunFolder(Path(run_dir)).checkpoint)
 
-    Only the checkpoint's recorded settings are read: ``mmap`` leaves its tensors on disk.
+
+def checkpoint_config(run_dir: Path | str) -> TrainConfig | None:
+    """Return the settings saved in ``run_dir``'s checkpoint, or None without one.
+
+    ``mmap`` leaves the checkpoint's tensors on disk, so only the settings are read.
     """
-    run = RunFolder(Path(run_dir))
-    if not run.checkpoint.is_file():
-        return
-    state = load_training_state(run.checkpoint, mmap=True)
-    check_same_settings(TrainConfig.from_dict(state["config"]), config, run.checkpoint)
+    checkpoint = RunFolder(Path(run_dir)).checkpoint
+    if not checkpoint.is_file():
+        return None
+    return TrainConfig.from_dict(load_training_state(checkpoint, mmap=True)["config"])
 
 
 def load_finished_run(

@@ -133,23 +133,6 @@ def train_config_for(
     return config
 
 
-# Settings that each run of a grid sets itself, with where a user sets them instead.
-PER_RUN_SETTINGS = {
-    "seed": "--seeds or 'seeds' in the experiment file",
-    "device": "--device or 'device' in the experiment file",
-}
-
-
-def check_no_per_run_overrides(overrides: Mapping[str, object]) -> None:
-    """Raise ValueError if ``overrides`` sets a value that each run sets itself, because
-    the override would contradict the run's folder name and summary."""
-    for name, where in PER_RUN_SETTINGS.items():
-        if name in overrides:
-            raise ValueError(
-                f"{name!r} cannot be overridden as a training setting; it is set by {where}"
-            )
-
-
 def prepare_run(
     model: str | ModelSpec | ImageTextModel,
     protocol: str,

@@ -46,13 +46,12 @@ from tqdm.auto import tqdm
 
 from clipood.data.coop import is_coop_dataset
 from clipood.data.domainbed import DOMAINBED_DATASETS
-from clipood.engine.checkpoint import load_training_state
 from clipood.engine.config import TrainConfig, check_device
-from clipood.engine.run_folder import RunFolder, write_json_atomic, write_text_atomic
+from clipood.engine.run_folder import write_json_atomic, write_text_atomic
+from clipood.engine.train import checkpoint_config
 from clipood.experiments.methods import METHODS
 from clipood.experiments.protocol_run import (
     DEFAULT_MODEL,
-    check_no_per_run_overrides,
     fresh_copy,
     method_settings,
     train_config_for,
@@ -298,6 +297,23 @@ def expand_grid(config: ExperimentConfig) -> list[PlannedRun]:
     return runs
 
 
+# Settings that each run of a grid sets itself, with where a user sets them instead.
+PER_RUN_SETTINGS = {
+    "seed": "--seeds or 'seeds' in the experiment file",
+    "device": "--device or 'device' in the experiment file",
+}
+
+
+def check_no_per_run_overrides(overrides: Mapping[str, object]) -> None:
+    """Raise ValueError if ``overrides`` sets a value that each run sets itself, because
+    the override would contradict the run's folder name and summary."""
+    for name, where in PER_RUN_SETTINGS.items():
+        if name in overrides:
+            raise ValueError(
+                f"{name!r} cannot be overridden as a training setting; it is set by {where}"
+            )
+
+
 def check_grid(
     config: ExperimentConfig, runs: Sequence[PlannedRun], model_spec: ModelSpec | None = None
 ) -> None:
@@ -337,6 +353,8 @@ def check_same_as_saved(folder: Path, train_config: TrainConfig) -> None:
     """Raise ValueError if the run in ``folder``, finished or interrupted, was trained
     with settings that change the weights, so a rerun never reports old results under
     new settings or resumes a checkpoint made with other ones."""
+    # NOTE: only training settings are compared. A rerun with another --model into the
+    # same --output is not detected, because run folders are not named by model.
     saved = saved_train_config(folder)
     details = saved.describe_differences(train_config) if saved else ""
     if details:
@@ -354,10 +372,7 @@ def saved_train_config(folder: Path) -> TrainConfig | None:
     if summary.is_file():
         saved = json.loads(summary.read_text(encoding="utf-8")).get("train_config")
         return TrainConfig.from_dict(saved) if saved else None
-    checkpoint = RunFolder(folder).checkpoint
-    if checkpoint.is_file():
-        return TrainConfig.from_dict(load_training_state(checkpoint, mmap=True)["config"])
-    return None
+    return checkpoint_config(folder)
 
 
 # --- running ------------------------------------------------------------------------
