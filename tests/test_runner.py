@@ -451,7 +451,7 @@ def test_cli_dry_run_checks_settings_and_targets(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
-def test_cuda_grid_checked_but_not_run_without_gpu(tmp_path):
+def test_cuda_grid_needs_gpu_to_run(tmp_path):
     config = wild_config(tmp_path, device="cuda")
     runner.check_grid(config, runner.expand_grid(config), TINY_SPEC)
     factory = CountingFactory()

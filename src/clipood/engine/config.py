@@ -139,8 +139,10 @@ class TrainConfig:
         return [k for k in mine if k not in NON_RESULT_FIELDS and mine[k] != theirs[k]]
 
     def describe_differences(self, other: TrainConfig) -> str:
-        """List the weight-changing settings that differ, as ``name: saved X, now Y``;
-        ``self`` is the saved side. Empty if none differ."""
+        """Describe the weight-changing settings that differ as ``name: saved X, now Y``.
+
+        ``self`` is the saved side. The text is empty if no such setting differs.
+        """
         return ", ".join(
             f"{name}: saved {getattr(self, name)!r}, now {getattr(other, name)!r}"
             for name in self.result_differences(other)

@@ -310,7 +310,8 @@ def check_no_per_run_overrides(overrides: Mapping[str, object]) -> None:
     for name, where in PER_RUN_SETTINGS.items():
         if name in overrides:
             raise ValueError(
-                f"{name!r} cannot be overridden as a training setting; it is set by {where}"
+                f"{name!r} cannot be overridden as a training setting, because each run sets "
+                f"it from {where}"
             )
 
 

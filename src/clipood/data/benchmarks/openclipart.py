@@ -58,8 +58,9 @@ FOLDER_CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 # Further folder classes for offline-wild only, so offline-base-new keeps its class list.
-# Checked by eye: animals/mammals holds single mammals (its bear, cat, dog and horse
-# subfolders are not read), signs_and_symbols/led holds glossy round and square buttons.
+# Checked by eye: animals/mammals contains single mammals (its bear, cat, dog and horse
+# subfolders are not read), and signs_and_symbols/led contains glossy round and square
+# buttons.
 WILD_EXTRA_CLASSES: dict[str, tuple[str, ...]] = {
     "body part": ("people/bodypart",),
     "computer hardware": ("computer/hardware",),
